@@ -1,0 +1,1 @@
+"""skyhop: an intercloud broker."""
