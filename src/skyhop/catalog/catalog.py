@@ -1,0 +1,145 @@
+"""The catalog in memory: one numpy column per field, queried with vectorised masks."""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import math
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from skyhop.catalog.accelerators import AcceleratorNames
+from skyhop.catalog.schema import (
+    DATA_DIR,
+    FLAG_ARM64,
+    FLAG_BURSTABLE,
+    NAMES_FILE,
+    OFFER_DTYPE,
+    OFFERS_FILE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """One instance type at one location, with its on-demand and spot prices (USD/h)."""
+
+    provider: str
+    region: str
+    zone: str | None
+    instance_type: str
+    accelerator: str | None
+    accelerator_count: float
+    vcpus: float
+    memory_gib: float
+    accelerator_memory_gib: float
+    price: float | None
+    spot_price: float | None
+    burstable: bool
+    arch: str
+
+    def hourly(self, spot: bool) -> float | None:
+        return self.spot_price if spot else self.price
+
+    @property
+    def accelerators(self) -> dict[str, float] | None:
+        return {self.accelerator: self.accelerator_count} if self.accelerator else None
+
+
+class Catalog:
+    """All offers of every provider. Columns are contiguous numpy arrays of equal length."""
+
+    COLUMNS = OFFER_DTYPE.names
+
+    def __init__(self, offers: np.ndarray, names: dict):
+        self.providers: list[str] = list(names["providers"])
+        self.region_provider = np.array([p for p, _ in names["regions"]], dtype=np.int32)
+        self.region_names: list[str] = [r for _, r in names["regions"]]
+        self.zones: list[str] = list(names["zones"])
+        self.instance_types: list[str] = list(names["instance_types"])
+        self.accelerators: list[str] = list(names["accelerators"])
+        self._names = names
+        self.offers = offers
+        for column in self.COLUMNS:
+            setattr(self, column, np.ascontiguousarray(offers[column]))
+        self.provider: np.ndarray
+        self.region: np.ndarray
+        self.zone: np.ndarray
+        self.instance_type: np.ndarray
+        self.accelerator: np.ndarray
+        self.accelerator_count: np.ndarray
+        self.vcpus: np.ndarray
+        self.memory_gib: np.ndarray
+        self.accelerator_memory_gib: np.ndarray
+        self.price: np.ndarray
+        self.spot_price: np.ndarray
+        self.flags: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offers)
+
+    @functools.cached_property
+    def accelerator_names(self) -> AcceleratorNames:
+        return AcceleratorNames(self.accelerators)
+
+    def region_label(self, region: int) -> str:
+        return f"{self.providers[self.region_provider[region]]}/{self.region_names[region]}"
+
+    def offer(self, i: int) -> Offer:
+        row = self.offers[i]
+        acc = int(row["accelerator"])
+        price, spot = float(row["price"]), float(row["spot_price"])
+        return Offer(
+            provider=self.providers[row["provider"]],
+            region=self.region_names[row["region"]],
+            zone=self.zones[row["zone"]] if row["zone"] >= 0 else None,
+            instance_type=self.instance_types[row["instance_type"]],
+            accelerator=self.accelerators[acc] if acc >= 0 else None,
+            accelerator_count=float(row["accelerator_count"]),
+            vcpus=float(row["vcpus"]),
+            memory_gib=float(row["memory_gib"]),
+            accelerator_memory_gib=float(row["accelerator_memory_gib"]),
+            price=None if math.isnan(price) else price,
+            spot_price=None if math.isnan(spot) else spot,
+            burstable=bool(row["flags"] & FLAG_BURSTABLE),
+            arch="arm64" if row["flags"] & FLAG_ARM64 else "x86_64",
+        )
+
+    def restrict(self, providers: Sequence[str]) -> Catalog:
+        """The same catalog with only these providers' offers (same string tables)."""
+        keep = np.isin(self.provider, [self.providers.index(p) for p in providers
+                                       if p in self.providers])
+        return Catalog(self.offers[keep], self._names)
+
+    @classmethod
+    def from_offers(cls, offers: Sequence[Offer]) -> Catalog:
+        """Build a small catalog from Offer objects (tests, simulations)."""
+        from skyhop.catalog.build import Row, to_arrays
+
+        rows = [Row(o.provider, o.region, o.zone, o.instance_type, o.accelerator,
+                    o.accelerator_count if o.accelerator else 0.0, o.vcpus, o.memory_gib,
+                    o.accelerator_memory_gib,
+                    math.nan if o.price is None else o.price,
+                    math.nan if o.spot_price is None else o.spot_price,
+                    (FLAG_BURSTABLE if o.burstable else 0) | (FLAG_ARM64 if o.arch == "arm64"
+                                                             else 0))
+                for o in offers]
+        offers_array, names = to_arrays(rows)
+        return cls(offers_array, names)
+
+
+def read_catalog(directory: Path = DATA_DIR) -> Catalog:
+    raw = zlib.decompress((directory / OFFERS_FILE).read_bytes())
+    offers = np.load(io.BytesIO(raw), allow_pickle=False)
+    names = json.loads((directory / NAMES_FILE).read_text())
+    return Catalog(offers, names)
+
+
+@functools.lru_cache(maxsize=1)
+def load_catalog() -> Catalog:
+    """The shipped catalog (loaded once per process)."""
+    return read_catalog()
