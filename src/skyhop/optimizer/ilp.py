@@ -18,6 +18,8 @@ the makespan M >= f[t]. Time is minimised first, then cost at that time.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,6 +36,20 @@ _INF = float("inf")
 class Solution:
     choice: list[int]  # index into each task's candidates
     status: str
+
+
+def _quiet_highs(highspy):  # noqa: ANN001, ANN202
+    """A Highs instance without its banner: HiGHS >= 1.12 prints it to fd 1 from the C++
+    constructor, before any option can be set, which would corrupt `--json` output."""
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        return highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 class _Model:
@@ -61,7 +77,7 @@ class _Model:
     def solve(self, objective: np.ndarray, time_limit: float) -> tuple[str, np.ndarray | None]:
         import highspy
 
-        h = highspy.Highs()
+        h = _quiet_highs(highspy)
         h.setOptionValue("output_flag", False)
         h.setOptionValue("time_limit", float(time_limit))
         h.setOptionValue("mip_rel_gap", 1e-9)
@@ -104,7 +120,6 @@ def solve(cands: list[Candidates], edges: Sequence[tuple[int, int]], edge_gb: Se
           catalog: Catalog, *, minimize: str, deadline: float | None = None,
           budget: float | None = None, time_limit: float = 60.0) -> Solution:
     model = _Model()
-    cost = []  # objective coefficients of the cost expression, by variable
     x = []
     for c in cands:
         cols = model.add_vars(c.cost, 0.0, 1.0, integer=True)

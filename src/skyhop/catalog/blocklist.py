@@ -1,4 +1,5 @@
-"""Constraints handed to the optimizer beside the DAG: allowed infra and a blocklist."""
+"""A blocklist of offers (provider, region, zone, instance type, market patterns) that the
+optimizer must avoid: given by the user, or grown by the provisioner after failures."""
 
 from __future__ import annotations
 
