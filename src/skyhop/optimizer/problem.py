@@ -161,13 +161,10 @@ def prune(cands: Candidates, *, time_matters: bool, slack: float) -> Candidates:
     if slack <= 0:
         # Nothing to gain by moving: keep the one cheapest per duration level, and only
         # levels that improve on every faster one.
-        keep = np.zeros(len(order), dtype=bool)
-        prev_best = np.inf
-        for i in range(len(order)):
-            if i == 0 or hours_sorted[i] != hours_sorted[i - 1]:
-                if cost_sorted[i] < prev_best - 1e-12:
-                    keep[i] = True
-                    prev_best = cost_sorted[i]
+        first_of_level = np.ones(len(order), dtype=bool)
+        first_of_level[1:] = hours_sorted[1:] != hours_sorted[:-1]
+        faster_best = np.concatenate([[np.inf], best_so_far[:-1]])
+        keep = first_of_level & (cost_sorted < faster_best - 1e-12)
         return cands.take(order[keep])
     keep = cost_sorted <= bound + slack + 1e-9
     return cands.take(order[keep])

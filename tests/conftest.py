@@ -1,0 +1,22 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SKYHOP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `skyhop` command as a user would (a real process)."""
+    return subprocess.run([sys.executable, "-m", "skyhop.cli.main", *args], cwd=cwd or ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    from skyhop.catalog.catalog import load_catalog
+
+    return load_catalog()
