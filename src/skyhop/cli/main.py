@@ -124,7 +124,8 @@ def catalog_gpus(
         return
     from skyhop.cli.render import print_rows
 
-    print_rows(rows, title=f"{name or 'Accelerators'} (USD per hour, whole instance)")
+    label = rows[0]["accelerator"] if name and rows else "Accelerators"
+    print_rows(rows, title=f"{label} (USD per hour, whole instance)")
 
 
 def _provider(text: str) -> str:
