@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from skyhop.catalog.build import main  # noqa: E402
+from skyhop.catalog.build import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

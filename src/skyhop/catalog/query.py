@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from skyhop.catalog.blocklist import Blocklist
 from skyhop.catalog.catalog import Catalog
 from skyhop.catalog.schema import FLAG_ATTACHED_GPU, FLAG_BURSTABLE
 from skyhop.errors import InfeasibleError, UnknownAcceleratorError
-from skyhop.catalog.blocklist import Blocklist
 from skyhop.spec.fields import Amount, InfraPattern, Memory
 from skyhop.spec.resources import Resources
 

@@ -67,7 +67,8 @@ def optimize(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Plan where each task of FILE runs, by cost (default) or completion time."""
-    from skyhop.optimizer import Blocklist, optimize as run_optimize
+    from skyhop.optimizer import Blocklist
+    from skyhop.optimizer import optimize as run_optimize
     from skyhop.spec import load_dag
     from skyhop.spec.fields import parse_hours
 

@@ -38,7 +38,7 @@ class Solution:
     status: str
 
 
-def _quiet_highs(highspy):  # noqa: ANN001, ANN202
+def _quiet_highs(highspy):
     """A Highs instance without its banner: HiGHS >= 1.12 prints it to fd 1 from the C++
     constructor, before any option can be set, which would corrupt `--json` output."""
     sys.stdout.flush()

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from skyhop.catalog.blocklist import Blocklist
 from skyhop.catalog.catalog import Catalog, load_catalog
 from skyhop.catalog.egress import egress_price_per_gb
 from skyhop.errors import InfeasibleError, UserError
 from skyhop.optimizer import ilp
-from skyhop.catalog.blocklist import Blocklist
 from skyhop.optimizer.plan import Considered, Placement, Plan, Transfer
 from skyhop.optimizer.problem import Candidates, build_candidates, task_name
 from skyhop.spec.dag import Dag

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from skyhop.catalog.blocklist import Blocklist
 from skyhop.catalog.catalog import Catalog
 from skyhop.catalog.egress import DEFAULT_EGRESS, EGRESS, egress_price_per_gb
-from skyhop.errors import InfeasibleError, SpecError, UnknownAcceleratorError
 from skyhop.catalog.query import Selection, explain_empty, select
-from skyhop.catalog.blocklist import Blocklist
+from skyhop.errors import InfeasibleError, SpecError, UnknownAcceleratorError
 from skyhop.spec.dag import Dag
 from skyhop.spec.fields import InfraPattern
 from skyhop.spec.task import Task

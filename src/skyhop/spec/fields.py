@@ -118,7 +118,8 @@ class Memory:
     per_cpu: bool = False
 
     def __str__(self) -> str:
-        return f"{self.amount.value:g}{'x' if self.per_cpu else ''}{'+' if self.amount.or_more else ''}"
+        ratio = "x" if self.per_cpu else ""
+        return f"{self.amount.value:g}{ratio}{'+' if self.amount.or_more else ''}"
 
 
 def parse_memory(value: Any) -> Memory:

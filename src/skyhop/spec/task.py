@@ -184,7 +184,7 @@ class Task(SpecModel):
         try:
             task = cls.model_validate(data)
         except ValidationError as exc:
-            raise spec_error_from_validation(exc, "Task", locator) from None
+            raise spec_error_from_validation(exc, locator) from None
         task._locator = locator
         return task
 
