@@ -149,3 +149,19 @@ def test_multi_node_cost_counts_every_node(catalog):
 def test_default_cpu_task_gets_skypilots_default_shape(catalog):
     p = plan_for("run: echo hi", catalog).tasks[0]
     assert p.vcpus >= 8 and p.memory_gib >= 4 * p.vcpus and p.accelerators is None
+
+
+def test_arm_and_burstable_machines_only_when_named(catalog):
+    from skyhop.catalog.schema import FLAG_ARM64, FLAG_BURSTABLE
+
+    for text in ("cpus: 2+", "cpus: 8+", "memory: 16+"):
+        p = plan_for(f"resources: {{{text}}}\nrun: x", catalog).tasks[0]
+        rows = catalog.instance_type == catalog.instance_types.index(p.instance_type)
+        assert not (catalog.flags[rows] & (FLAG_ARM64 | FLAG_BURSTABLE)).any(), p
+    named = plan_for("resources: {instance_type: Standard_D8pls_v5}\nrun: x", catalog)
+    assert named.tasks[0].instance_type == "Standard_D8pls_v5"
+
+
+def test_provider_without_offers_says_so(catalog):
+    with pytest.raises(InfeasibleError, match="'kubernetes' has no offers"):
+        plan_for("resources: {infra: k8s}\nrun: x", catalog)

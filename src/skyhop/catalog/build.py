@@ -152,12 +152,22 @@ def _read(path: Path) -> list[dict[str, str]]:
         return [dict(zip(header, fields, strict=False)) for fields in reader if fields]
 
 
+# Arm CPUs. AWS: the catalog's Arch column. GCP Tau T2A and Axion C4A:
+# https://cloud.google.com/compute/docs/instances/arm-on-compute ; Azure: a 'p' among the
+# size's feature letters (Standard_D8pls_v5): https://learn.microsoft.com/azure/virtual-machines/vm-naming-conventions
+_ARM = {
+    "gcp": re.compile(r"^(t2a|c4a)-"),
+    "azure": re.compile(r"^Standard_[A-Z]+\d+[a-z]*p[a-z]*_v\d"),
+}
+
+
 def _flags(provider: str, instance_type: str, arch: str = "") -> int:
     flags = 0
     pattern = _BURSTABLE.get(provider)
     if pattern is not None and pattern.search(instance_type):
         flags |= FLAG_BURSTABLE
-    if arch == "arm64" or (provider == "gcp" and instance_type.startswith(("t2a-", "c4a-"))):
+    arm = _ARM.get(provider)
+    if arch == "arm64" or (arm is not None and arm.search(instance_type)):
         flags |= FLAG_ARM64
     return flags
 

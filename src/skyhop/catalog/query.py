@@ -14,7 +14,7 @@ import numpy as np
 
 from skyhop.catalog.blocklist import Blocklist
 from skyhop.catalog.catalog import Catalog
-from skyhop.catalog.schema import FLAG_ATTACHED_GPU, FLAG_BURSTABLE
+from skyhop.catalog.schema import FLAG_ARM64, FLAG_ATTACHED_GPU, FLAG_BURSTABLE
 from skyhop.errors import InfeasibleError, UnknownAcceleratorError
 from skyhop.spec.fields import Amount, InfraPattern, Memory
 from skyhop.spec.resources import Resources
@@ -123,6 +123,11 @@ def select(catalog: Catalog, resources: Resources, *, num_nodes: int = 1,
            where: str | None = None) -> Selection:
     """Offers meeting one concrete requirement set (no any_of)."""
     c = catalog
+    if resources.infra and resources.infra.provider != "*" and not infra_mask(
+            c, InfraPattern(resources.infra.provider)).any():
+        raise InfeasibleError(f"provider {resources.infra.provider!r} has no offers in the "
+                              "catalog yet", where=where,
+                              hint="choose one of: " + ", ".join(c.providers))
     f = _Filter(c, np.arange(len(c)))
     explicit_shape = resources.instance_type is not None
 
@@ -146,8 +151,8 @@ def select(catalog: Catalog, resources: Resources, *, num_nodes: int = 1,
         f.apply(f"instance_type {resources.instance_type}",
                 c.instance_type[f.rows] == _index_or_minus(c.instance_types,
                                                            resources.instance_type))
-    else:
-        f.apply("not burstable", (c.flags[f.rows] & FLAG_BURSTABLE) == 0)
+    else:  # shared-core and Arm machines only when named
+        f.apply("x86, not burstable", (c.flags[f.rows] & (FLAG_BURSTABLE | FLAG_ARM64)) == 0)
 
     cpus, memory = resources.cpus, resources.memory
     if not (resources.accelerators or explicit_shape or cpus or memory):

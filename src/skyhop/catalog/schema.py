@@ -13,7 +13,7 @@ NAMES_FILE = "names.json"  # the string tables the integer columns index into
 # Bits of the `flags` column.
 FLAG_BURSTABLE = 1  # shared-core / burstable CPU: only chosen when named
 FLAG_ATTACHED_GPU = 2  # a host VM with GPUs attached (GCP N1): the host shape is free
-FLAG_ARM64 = 4
+FLAG_ARM64 = 4  # Arm CPU: only chosen when named (x86 images and binaries are the norm)
 
 OFFER_DTYPE = np.dtype(
     [
