@@ -170,6 +170,8 @@ def parse_accelerators(value: Any) -> tuple[tuple[str, float], ...]:
     elif isinstance(value, (list, tuple, set)):
         items = []
         for v in value:
+            if isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str):
+                v = f"{v[0]}:{v[1]}"  # an already-parsed (name, count) pair
             if not isinstance(v, str):
                 raise ValueError("each accelerator in a list must be a string like 'A100:8'")
             items.append(_accelerator_item(v))
@@ -183,7 +185,7 @@ def parse_accelerators(value: Any) -> tuple[tuple[str, float], ...]:
 
 def parse_ports(value: Any) -> tuple[str, ...]:
     """`8080`, `'10000-10010'` or a list of those."""
-    values = value if isinstance(value, list) else [value]
+    values = value if isinstance(value, (list, tuple)) else [value]
     out = []
     for v in values:
         text = str(v).strip()

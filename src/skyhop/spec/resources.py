@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
 from skyhop.spec.fields import (
     Amount,
@@ -16,6 +17,16 @@ from skyhop.spec.fields import (
     parse_memory,
     parse_ports,
 )
+
+# Fields written in a compact form: (types that are already parsed, parser of the written
+# form). Parsing accelerators and ports is idempotent, so they are always parsed.
+_COMPACT_FIELDS: dict[str, tuple[tuple[type, ...], Callable[[Any], Any]]] = {
+    "infra": ((InfraPattern,), parse_infra),
+    "accelerators": ((), parse_accelerators),
+    "cpus": ((Amount,), parse_cpus),
+    "memory": ((Memory,), parse_memory),
+    "ports": ((), parse_ports),
+}
 
 
 class SpecModel(BaseModel):
@@ -76,30 +87,12 @@ class Resources(SpecModel):
             data.setdefault("job_recovery", value)
         return data
 
-    @field_validator("infra", mode="before")
+    @field_validator("infra", "accelerators", "cpus", "memory", "ports", mode="before")
     @classmethod
-    def _infra(cls, v: Any) -> Any:
-        return v if v is None or isinstance(v, InfraPattern) else parse_infra(v)
-
-    @field_validator("accelerators", mode="before")
-    @classmethod
-    def _accelerators(cls, v: Any) -> Any:
-        return v if v is None else parse_accelerators(v)
-
-    @field_validator("cpus", mode="before")
-    @classmethod
-    def _cpus(cls, v: Any) -> Any:
-        return v if v is None or isinstance(v, Amount) else parse_cpus(v)
-
-    @field_validator("memory", mode="before")
-    @classmethod
-    def _memory(cls, v: Any) -> Any:
-        return v if v is None or isinstance(v, Memory) else parse_memory(v)
-
-    @field_validator("ports", mode="before")
-    @classmethod
-    def _ports(cls, v: Any) -> Any:
-        return v if v is None else parse_ports(v)
+    def _compact_forms(cls, v: Any, info: ValidationInfo) -> Any:
+        """Parse the compact string forms; values already parsed pass through."""
+        parsed_type, parse = _COMPACT_FIELDS[info.field_name]
+        return v if v is None or isinstance(v, parsed_type) else parse(v)
 
     @field_validator("disk_size", mode="before")
     @classmethod
