@@ -1,0 +1,1 @@
+"""Durable state: clusters, nodes, usage, events (SQLAlchemy Core; SQLite or PostgreSQL)."""

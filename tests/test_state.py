@@ -1,0 +1,104 @@
+"""State on SQLite and on a real PostgreSQL server the suite starts itself."""
+
+import multiprocessing
+import os
+
+import pytest
+from sqlalchemy import create_engine
+
+from pg import PostgresServer, unavailable_reason
+from skyhop.state import db
+from skyhop.state.clusters import ClusterStore
+from skyhop.state.fastread import CLUSTER_COLUMNS, NODE_COLUMNS, list_clusters
+from skyhop.state.records import STOPPED, UP, Node
+from skyhop.state.schema import clusters, nodes
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with PostgresServer() as server:
+        yield server.url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+        engine = create_engine(url)
+        with engine.begin() as conn:  # a clean schema per test
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        engine.dispose()
+        db.engine_for.cache_clear()
+    return ClusterStore(db.engine_for(url))
+
+
+def test_cluster_lifecycle(store):
+    assert store.reserve("c1", provider="local", num_nodes=2, hourly_price=0.5,
+                         accelerators={"V100": 1.0}, handle={"dir": "/x"})
+    assert not store.reserve("c1", provider="local", num_nodes=1, hourly_price=0)
+    record = store.get("c1")
+    assert record.status == "INIT" and record.handle == {"dir": "/x"}
+    store.set_nodes("c1", [Node(0, "n0", "127.0.0.1"), Node(1, "n1", "127.0.0.1")])
+    store.update("c1", status=UP)
+    store.open_usage(store.get("c1"))
+    store.open_usage(store.get("c1"))  # idempotent: one open interval
+    record = store.get("c1")
+    assert record.status == UP and [n.rank for n in record.nodes] == [0, 1]
+    assert [c.name for c in store.list()] == ["c1"]
+    store.update("c1", status=STOPPED)
+    store.close_usage("c1")
+    store.remove("c1")
+    assert store.get("c1") is None and store.list() == []
+    (interval,) = store.usage_rows()
+    assert interval["hourly_price"] == 0.5 and interval["ended_at"] >= interval["started_at"]
+
+
+def test_fast_reader_matches_the_schema_and_the_store(tmp_path):
+    assert tuple(c.name for c in clusters.columns) == CLUSTER_COLUMNS
+    assert tuple(c.name for c in nodes.columns) == NODE_COLUMNS
+    path = tmp_path / "state.db"
+    store = ClusterStore(db.engine_for(f"sqlite:///{path}"))
+    store.reserve("a", provider="local", num_nodes=1, hourly_price=0,
+                  accelerators={"A100": 8.0}, resources={"cpus": "8+"})
+    store.set_nodes("a", [Node(0, "i-1", "10.0.0.1", {"gpus": 1})])
+    assert list_clusters(path) == store.list()
+    assert list_clusters(tmp_path / "missing.db") is None
+
+
+def _reserve(url: str, name: str, queue) -> None:  # in a child process
+    db.engine_for.cache_clear()
+    queue.put(ClusterStore(db.engine_for(url)).reserve(name, provider="local", num_nodes=1,
+                                                        hourly_price=0))
+
+
+def test_concurrent_processes_reserve_a_name_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'state.db'}"  # a new database: both also race to migrate
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_reserve, args=(url, "same", queue)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    results = sorted(queue.get(timeout=5) for _ in procs)
+    assert results == [False, False, False, True]
+    assert all(p.exitcode == 0 for p in procs)
+
+
+def test_bad_database_url_is_a_clear_error(monkeypatch):
+    from skyhop.errors import UserError
+
+    db.engine_for.cache_clear()
+    monkeypatch.setenv("SKYHOP_DB_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    with pytest.raises(UserError, match="state database"):
+        db.engine()
+    monkeypatch.setenv("SKYHOP_DB_URL", "notadb://x")
+    db.engine_for.cache_clear()
+    with pytest.raises(UserError, match="SKYHOP_DB_URL"):
+        db.engine()
+    assert os.environ["SKYHOP_DB_URL"] == "notadb://x"
