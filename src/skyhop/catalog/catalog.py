@@ -18,6 +18,7 @@ from skyhop.catalog.schema import (
     DATA_DIR,
     FLAG_ARM64,
     FLAG_BURSTABLE,
+    FLAG_OWNED,
     NAMES_FILE,
     OFFER_DTYPE,
     OFFERS_FILE,
@@ -41,6 +42,7 @@ class Offer:
     spot_price: float | None
     burstable: bool
     arch: str
+    owned: bool = False  # the user's own machine, not rented
 
     def hourly(self, spot: bool) -> float | None:
         return self.spot_price if spot else self.price
@@ -107,6 +109,7 @@ class Catalog:
             spot_price=None if math.isnan(spot) else spot,
             burstable=bool(row["flags"] & FLAG_BURSTABLE),
             arch="arm64" if row["flags"] & FLAG_ARM64 else "x86_64",
+            owned=bool(row["flags"] & FLAG_OWNED),
         )
 
     def restrict(self, providers: Sequence[str]) -> Catalog:
@@ -117,7 +120,7 @@ class Catalog:
 
     @classmethod
     def from_offers(cls, offers: Sequence[Offer]) -> Catalog:
-        """Build a small catalog from Offer objects (tests, simulations)."""
+        """Build a small catalog from Offer objects (tests, simulations, own machines)."""
         from skyhop.catalog.build import Row, to_arrays
 
         rows = [Row(o.provider, o.region, o.zone, o.instance_type, o.accelerator,
@@ -125,11 +128,43 @@ class Catalog:
                     o.accelerator_memory_gib,
                     math.nan if o.price is None else o.price,
                     math.nan if o.spot_price is None else o.spot_price,
-                    (FLAG_BURSTABLE if o.burstable else 0) | (FLAG_ARM64 if o.arch == "arm64"
-                                                             else 0))
+                    (FLAG_BURSTABLE if o.burstable else 0)
+                    | (FLAG_ARM64 if o.arch == "arm64" else 0)
+                    | (FLAG_OWNED if o.owned else 0))
                 for o in offers]
         offers_array, names = to_arrays(rows)
         return cls(offers_array, names)
+
+    def merged(self, extra: Sequence[Offer]) -> Catalog:
+        """This catalog plus `extra` offers (e.g. the local machine), string tables joined."""
+        if not extra:
+            return self
+        other = Catalog.from_offers(extra)
+        names: dict[str, list] = {}
+        remaps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for key in ("providers", "zones", "instance_types", "accelerators"):
+            mine, theirs = list(self._names[key]), list(other._names[key])
+            joined = mine + [v for v in theirs if v not in set(mine)]
+            index = {v: i for i, v in enumerate(joined)}
+            names[key] = joined
+            remaps[key] = (np.arange(len(mine)), np.array([index[v] for v in theirs],
+                                                          dtype=np.int64))
+        p_map = remaps["providers"][1]
+        mine_regions = [tuple(r) for r in self._names["regions"]]
+        their_regions = [(int(p_map[p]), r) for p, r in other._names["regions"]]
+        joined_regions = mine_regions + [r for r in their_regions if r not in set(mine_regions)]
+        region_index = {r: i for i, r in enumerate(joined_regions)}
+        names["regions"] = [list(r) for r in joined_regions]
+        added = other.offers.copy()
+        added["provider"] = p_map[added["provider"]]
+        added["region"] = [region_index[their_regions[r]] for r in added["region"]]
+        for column, key in (("zone", "zones"), ("instance_type", "instance_types"),
+                            ("accelerator", "accelerators")):
+            values = added[column].astype(np.int64)
+            mapped = np.where(values >= 0, remaps[key][1][np.maximum(values, 0)]
+                              if len(remaps[key][1]) else -1, -1)
+            added[column] = mapped
+        return Catalog(np.concatenate([self.offers, added]), names)
 
 
 def read_catalog(directory: Path = DATA_DIR) -> Catalog:

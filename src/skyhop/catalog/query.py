@@ -14,7 +14,7 @@ import numpy as np
 
 from skyhop.catalog.blocklist import Blocklist
 from skyhop.catalog.catalog import Catalog
-from skyhop.catalog.schema import FLAG_ARM64, FLAG_ATTACHED_GPU, FLAG_BURSTABLE
+from skyhop.catalog.schema import FLAG_ARM64, FLAG_ATTACHED_GPU, FLAG_BURSTABLE, FLAG_OWNED
 from skyhop.errors import InfeasibleError, UnknownAcceleratorError
 from skyhop.spec.fields import Amount, InfraPattern, Memory
 from skyhop.spec.resources import Resources
@@ -151,12 +151,19 @@ def select(catalog: Catalog, resources: Resources, *, num_nodes: int = 1,
         f.apply(f"instance_type {resources.instance_type}",
                 c.instance_type[f.rows] == _index_or_minus(c.instance_types,
                                                            resources.instance_type))
-    else:  # shared-core and Arm machines only when named
-        f.apply("x86, not burstable", (c.flags[f.rows] & (FLAG_BURSTABLE | FLAG_ARM64)) == 0)
+    else:  # rented shared-core and Arm machines only when named
+        flags = c.flags[f.rows]
+        f.apply("x86, not burstable",
+                ((flags & (FLAG_BURSTABLE | FLAG_ARM64)) == 0) | ((flags & FLAG_OWNED) != 0))
 
     cpus, memory = resources.cpus, resources.memory
     if not (resources.accelerators or explicit_shape or cpus or memory):
-        cpus, memory = DEFAULT_CPUS, DEFAULT_MEMORY
+        # A cloud VM of SkyPilot's default shape; the user's own machines as they are.
+        owned = (c.flags[f.rows] & FLAG_OWNED) != 0
+        default = (_amount_mask(c.vcpus[f.rows], DEFAULT_CPUS)
+                   & _memory_mask(c, f.rows, DEFAULT_MEMORY))
+        f.apply(f"default shape: cpus {DEFAULT_CPUS}, memory {DEFAULT_MEMORY} GiB per vCPU",
+                owned | default)
     if cpus is not None:
         f.apply(f"cpus {cpus}", _amount_mask(c.vcpus[f.rows], cpus))
     if memory is not None:

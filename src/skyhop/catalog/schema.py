@@ -14,6 +14,7 @@ NAMES_FILE = "names.json"  # the string tables the integer columns index into
 FLAG_BURSTABLE = 1  # shared-core / burstable CPU: only chosen when named
 FLAG_ATTACHED_GPU = 2  # a host VM with GPUs attached (GCP N1): the host shape is free
 FLAG_ARM64 = 4  # Arm CPU: only chosen when named (x86 images and binaries are the norm)
+FLAG_OWNED = 8  # the user's own machine (local, SSH pools): cloud shape defaults do not apply
 
 OFFER_DTYPE = np.dtype(
     [

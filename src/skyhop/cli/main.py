@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from skyhop.cli import clusters
 from skyhop.errors import UserError
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app = typer.Typer(
 catalog_app = typer.Typer(help="Browse offers and prices of every provider.",
                           no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
+clusters.register(app)
 
 _state = {"debug": False}
 
@@ -178,7 +180,10 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        app(args=args, prog_name="skyhop", standalone_mode=False)
+        # Without standalone mode, click returns typer.Exit's code instead of exiting.
+        code = app(args=args, prog_name="skyhop", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except UserError as exc:
         if debug:
             raise

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from skyhop.optimizer.plan import Plan
-from skyhop.spec.dag import Dag
+if TYPE_CHECKING:
+    from skyhop.optimizer.plan import Plan
+    from skyhop.spec.dag import Dag
 
 # Piped output has no terminal width; give tables room rather than wrapping every cell.
 _console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)

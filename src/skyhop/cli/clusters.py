@@ -1,0 +1,273 @@
+"""CLI commands for clusters and jobs: launch, exec, status, queue, logs, cancel, stop,
+start, down, autostop, cost-report. Thin: parse, call the library, print."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from skyhop.errors import UserError
+
+EnvOption = Annotated[list[str] | None, typer.Option(
+    "--env", help="Set an env var or secret: KEY=VALUE (repeatable).")]
+ClusterOption = Annotated[str | None, typer.Option(
+    "--cluster", "-c", help="Cluster name: created, or reused when it fits.")]
+DetachOption = Annotated[bool, typer.Option("--detach", "-d",
+                                            help="Return once the job is queued.")]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _env(values: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--env {item!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+class RichReporter:
+    """Stages on stderr, job output on stdout."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True, highlight=False)
+        self.t0 = time.perf_counter()
+
+    def stage(self, name: str, detail: str = "") -> None:
+        self.console.print(f"[dim]{time.perf_counter() - self.t0:6.2f}s[/dim] "
+                           f"[bold cyan]{name:>9}[/bold cyan]  {detail}", markup=True)
+
+    def output(self, text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def _print_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _exit_with(code: int | None) -> None:
+    if code:
+        raise typer.Exit(code if 0 < code < 256 else 1)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def launch(
+        task: Annotated[str, typer.Argument(help="Task YAML (task, chain or DAG) or a "
+                                                 "command in quotes.")],
+        cluster: ClusterOption = None,
+        detach: DetachOption = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan only.")
+                           ] = False,
+        down: Annotated[bool, typer.Option("--down", help="Take the cluster down when the "
+                                                          "job ends.")] = False,
+        env: EnvOption = None,
+        yes: YesOption = False,
+    ) -> None:
+        """Plan, provision (or reuse), sync, set up and run; stream the output."""
+        from skyhop import sdk
+
+        env_values = _env(env)
+        if dry_run:
+            from skyhop.cli.render import print_plan
+
+            dag = sdk.load(task)
+            print_plan(sdk.plan(dag), dag)
+            return
+        result = sdk.launch(task, cluster, detach=detach, env=env_values, down=down,
+                            reporter=RichReporter())
+        if detach:
+            typer.echo(f"job {result.job_id} queued on {result.cluster}; "
+                       f"`skyhop logs {result.cluster} {result.job_id} --follow`", err=True)
+        _exit_with(result.exit_code)
+
+    @app.command("exec")
+    def exec_(
+        cluster: Annotated[str, typer.Argument(help="An existing cluster.")],
+        task: Annotated[str, typer.Argument(help="Task YAML or a command in quotes.")],
+        detach: DetachOption = False,
+        env: EnvOption = None,
+    ) -> None:
+        """Queue a task or command on an existing cluster (no setup)."""
+        from skyhop import sdk
+
+        result = sdk.exec(cluster, task, detach=detach, env=_env(env),
+                          reporter=RichReporter())
+        if detach:
+            typer.echo(f"job {result.job_id} queued on {result.cluster}", err=True)
+        _exit_with(result.exit_code)
+
+    @app.command()
+    def status(as_json: JsonOption = False) -> None:
+        """Clusters and their state."""
+        from skyhop.state.status import status as list_clusters
+
+        records = list_clusters()
+        if as_json:
+            _print_json([r.to_json() for r in records])
+            return
+        if not records:
+            typer.echo("No clusters.")
+            return
+        rows = [{"name": r.name, "status": r.status, "infra": r.infra,
+                 "resources": f"{r.num_nodes}x {r.instance_type}"
+                              + (f" {r.accelerators}" if r.accelerators else ""),
+                 "$/h": f"{r.hourly_price * r.num_nodes:.2f}",
+                 "autostop": (f"{r.autostop_minutes}m{' (down)' if r.autostop_down else ''}"
+                              if r.autostop_minutes is not None else "-"),
+                 "age": _age(r.launched_at)} for r in records]
+        _table(rows)
+
+    @app.command()
+    def queue(cluster: Annotated[str, typer.Argument()], as_json: JsonOption = False) -> None:
+        """Jobs on a cluster, oldest first."""
+        from skyhop.execute.operations import Operations
+
+        jobs = Operations().queue(cluster)
+        if as_json:
+            _print_json(jobs)
+            return
+        _table([{"id": j["id"], "name": j["name"] or "-", "status": j["status"],
+                 "submitted": _age(j["submitted_at"]),
+                 "duration": _duration(j), "exit": "-" if j["exit_code"] is None
+                 else j["exit_code"]} for j in jobs] or [{"jobs": "none"}])
+
+    @app.command()
+    def logs(
+        cluster: Annotated[str, typer.Argument()],
+        job: Annotated[int | None, typer.Argument(help="Job id (default: the latest).")
+                       ] = None,
+        follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until the job "
+                                                                    "ends.")] = False,
+    ) -> None:
+        """Print a job's output."""
+        from skyhop.execute.operations import Operations
+
+        record = Operations().logs(cluster, job, follow, RichReporter().output)
+        if follow:
+            _exit_with(record.get("exit_code"))
+
+    @app.command()
+    def cancel(
+        cluster: Annotated[str, typer.Argument()],
+        jobs: Annotated[list[int] | None, typer.Argument(help="Job ids.")] = None,
+        all_jobs: Annotated[bool, typer.Option("--all", "-a", help="Every pending or "
+                                                                   "running job.")] = False,
+    ) -> None:
+        """Cancel jobs: pending ones never start, running ones are stopped on every node."""
+        from skyhop.execute.operations import Operations
+
+        if not jobs and not all_jobs:
+            raise UserError("name the jobs to cancel, or pass --all")
+        cancelled = Operations().cancel(cluster, None if all_jobs else jobs)
+        typer.echo(f"cancelled: {', '.join(map(str, cancelled)) or 'nothing to cancel'}")
+
+    @app.command()
+    def down(
+        clusters: Annotated[list[str], typer.Argument(help="Cluster names.")],
+        yes: YesOption = False,
+    ) -> None:
+        """Terminate clusters and everything on them."""
+        from skyhop.execute.launcher import Launcher
+        from skyhop.execute.operations import Operations
+
+        ops = Operations(Launcher(reporter=RichReporter()))
+        for name in clusters:
+            ops.get(name)
+        if not yes and sys.stdin.isatty() and not typer.confirm(
+                f"Terminate {', '.join(clusters)}?", default=True):
+            raise typer.Abort()
+        for name in clusters:
+            ops.down(name)
+
+    @app.command()
+    def stop(clusters: Annotated[list[str], typer.Argument()], yes: YesOption = False) -> None:
+        """Stop clusters (kept, not billed for compute; `start` resumes them)."""
+        from skyhop.execute.launcher import Launcher
+        from skyhop.execute.operations import Operations
+
+        ops = Operations(Launcher(reporter=RichReporter()))
+        for name in clusters:
+            ops.stop(name)
+
+    @app.command()
+    def start(clusters: Annotated[list[str], typer.Argument()]) -> None:
+        """Start stopped clusters."""
+        from skyhop.execute.launcher import Launcher
+        from skyhop.execute.operations import Operations
+
+        ops = Operations(Launcher(reporter=RichReporter()))
+        for name in clusters:
+            ops.start(name)
+
+    @app.command()
+    def autostop(
+        cluster: Annotated[str, typer.Argument()],
+        idle_minutes: Annotated[int | None, typer.Option(
+            "--idle-minutes", "-i", help="Stop after this many idle minutes.")] = None,
+        down: Annotated[bool, typer.Option("--down", help="Take down instead of stop.")
+                        ] = False,
+        cancel: Annotated[bool, typer.Option("--cancel", help="Turn autostop off.")
+                          ] = False,
+    ) -> None:
+        """Stop (or take down) a cluster once it has been idle, enforced on the cluster."""
+        from skyhop.execute.operations import Operations
+
+        if idle_minutes is None and not cancel:
+            raise UserError("give -i/--idle-minutes MIN, or --cancel")
+        Operations().autostop(cluster, None if cancel else idle_minutes, down)
+        typer.echo("autostop off" if cancel else
+                   f"{cluster} will {'go down' if down else 'stop'} after {idle_minutes} "
+                   "idle minute(s)")
+
+    @app.command("cost-report")
+    def cost_report(as_json: JsonOption = False) -> None:
+        """What each cluster has cost, from the prices recorded at launch."""
+        from skyhop.execute.operations import cost_report as report
+
+        rows = report()
+        if as_json:
+            _print_json(rows)
+            return
+        _table([{"cluster": r["cluster"], "status": r["status"], "provider": r["provider"],
+                 "resources": f"{r['num_nodes']}x {r['instance_type']}",
+                 "$/h": f"{r['hourly_price'] * r['num_nodes']:.2f}",
+                 "hours": f"{r['hours']:.3f}", "cost": f"${r['cost']:.2f}"} for r in rows]
+               or [{"clusters": "none"}])
+
+
+def _age(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return _span(time.time() - ts) + " ago"
+
+
+def _span(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def _duration(job: dict) -> str:
+    if not job.get("started_at"):
+        return "-"
+    return _span((job.get("ended_at") or time.time()) - job["started_at"])
+
+
+def _table(rows: list[dict]) -> None:
+    from skyhop.cli.render import print_rows
+
+    print_rows(rows, title="")

@@ -1,0 +1,367 @@
+"""The cluster agent: runs on the head node for the cluster's whole life.
+
+It owns the cluster's job queue (FIFO within the nodes' resources), runs each job's command
+on every node with the rank variables, keeps the logs, and enforces autostop, so all of this
+keeps working after the client has exited. Clients talk to it over a Unix socket (abstract
+namespace: no path-length limit, nothing to clean up) with one JSON object per line; see
+`agent_client.py`. Job metadata is in a small SQLite file beside the logs; secret values are
+only ever held in memory.
+
+    python -m skyhop.execute.agent CLUSTER_INFO_JSON
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skyhop.execute.runner import NODE_MARKER, LocalRunner, Runner
+
+PENDING, RUNNING = "PENDING", "RUNNING"
+SUCCEEDED, FAILED, CANCELLED = "SUCCEEDED", "FAILED", "CANCELLED"
+FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+DEFAULT_CPU_DEMAND = 0.5  # a job that names no CPUs still takes a share (as SkyPilot does)
+
+
+def socket_name(cluster_dir: str) -> str:
+    """The abstract socket name of the agent of the cluster whose head lives in cluster_dir."""
+    import hashlib
+
+    return "\0skyhop-agent-" + hashlib.sha256(cluster_dir.encode()).hexdigest()[:24]
+
+
+@dataclass
+class Running:
+    job_id: int
+    processes: list[Any] = field(default_factory=list)
+    exit_codes: dict[int, int] = field(default_factory=dict)
+    cancelled: bool = False
+
+
+class Agent:
+    def __init__(self, info: dict[str, Any]):
+        self.info = info
+        self.name: str = info["name"]
+        self.dir = Path(info["agent_dir"])
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.nodes: list[dict[str, Any]] = info["nodes"]
+        self.runners: list[Runner] = [LocalRunner(Path(n["dir"])) for n in self.nodes]
+        self.capacity = {"gpus": float(info.get("gpus_per_node", 0)),
+                         "cpus": float(info.get("cpus_per_node", 1))}
+        self.db = sqlite3.connect(self.dir / "jobs.db", check_same_thread=False)
+        self.db.execute("""CREATE TABLE IF NOT EXISTS jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, status TEXT NOT NULL,
+            submitted_at REAL, started_at REAL, ended_at REAL, exit_code INTEGER,
+            num_nodes INTEGER, gpus REAL, cpus REAL, run TEXT, envs TEXT, task_id TEXT)""")
+        self.db.commit()
+        self.db_lock = threading.Lock()
+        self.secrets: dict[int, dict[str, str]] = {}
+        self.running: dict[int, Running] = {}
+        self.last_active = time.time()
+        self.autostop: dict[str, Any] = info.get("autostop") or {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.changed = asyncio.Event()
+        # Jobs left RUNNING by a previous agent died with it (their nodes were stopped).
+        self._sql("UPDATE jobs SET status=?, ended_at=? WHERE status=?",
+                  (FAILED, time.time(), RUNNING))
+
+    # -- storage -------------------------------------------------------------------------
+    def _sql(self, query: str, args: tuple = ()) -> list[tuple]:
+        with self.db_lock:
+            rows = self.db.execute(query, args).fetchall()
+            self.db.commit()
+            return rows
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        rows = self._sql("SELECT id, name, status, submitted_at, started_at, ended_at, "
+                         "exit_code, num_nodes, gpus, cpus, task_id FROM jobs WHERE id=?",
+                         (job_id,))
+        return _job_dict(rows[0]) if rows else None
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return [_job_dict(r) for r in self._sql(
+            "SELECT id, name, status, submitted_at, started_at, ended_at, exit_code, "
+            "num_nodes, gpus, cpus, task_id FROM jobs ORDER BY id")]
+
+    def log_path(self, job_id: int) -> Path:
+        return self.dir / "jobs" / str(job_id) / "run.log"
+
+    # -- requests ------------------------------------------------------------------------
+    def submit(self, job: dict[str, Any]) -> int:
+        num_nodes = int(job.get("num_nodes") or len(self.nodes))
+        if num_nodes > len(self.nodes):
+            raise ValueError(f"the job needs {num_nodes} nodes; the cluster has "
+                             f"{len(self.nodes)}")
+        gpus = float(job.get("gpus") or 0)
+        cpus = float(job.get("cpus") or DEFAULT_CPU_DEMAND)
+        if gpus > self.capacity["gpus"] or cpus > max(self.capacity["cpus"], DEFAULT_CPU_DEMAND):
+            raise ValueError(f"the job needs {gpus:g} GPUs and {cpus:g} CPUs per node; a node "
+                             f"has {self.capacity['gpus']:g} and {self.capacity['cpus']:g}")
+        with self.db_lock:
+            cur = self.db.execute(
+                "INSERT INTO jobs (name, status, submitted_at, num_nodes, gpus, cpus, run, "
+                "envs) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (job.get("name"), PENDING, time.time(), num_nodes, gpus, cpus, job["run"],
+                 json.dumps(job.get("envs") or {})))
+            job_id = int(cur.lastrowid)
+            task_id = f"skyhop-{time.strftime('%Y-%m-%d-%H-%M-%S')}_{self.name}_{job_id}"
+            self.db.execute("UPDATE jobs SET task_id=? WHERE id=?", (task_id, job_id))
+            self.db.commit()
+        if job.get("secrets"):
+            self.secrets[job_id] = dict(job["secrets"])
+        self.last_active = time.time()
+        self.changed.set()
+        return job_id
+
+    def cancel(self, job_ids: list[int] | None) -> list[int]:
+        targets = job_ids if job_ids is not None else [
+            j["id"] for j in self.jobs() if j["status"] in (PENDING, RUNNING)]
+        done = []
+        for job_id in targets:
+            job = self.job(job_id)
+            if job is None or job["status"] in FINISHED:
+                continue
+            if job["status"] == PENDING:
+                self._finish(job_id, CANCELLED, None)
+            else:
+                running = self.running.get(job_id)
+                if running is not None:
+                    running.cancelled = True
+                    threading.Thread(target=self._kill_job, args=(running,)).start()
+            done.append(job_id)
+        return done
+
+    def _kill_job(self, running: Running) -> None:
+        for runner, process in zip(self.runners, running.processes, strict=False):
+            runner.kill(process)
+
+    # -- scheduling ----------------------------------------------------------------------
+    def _free(self) -> tuple[float, float]:
+        used_gpus = used_cpus = 0.0
+        for job_id in self.running:
+            job = self.job(job_id)
+            used_gpus += job["gpus"]
+            used_cpus += job["cpus"]
+        return self.capacity["gpus"] - used_gpus, max(self.capacity["cpus"],
+                                                     DEFAULT_CPU_DEMAND) - used_cpus
+
+    def schedule(self) -> None:
+        """Start pending jobs in submission order while the head of the queue fits."""
+        for row in self._sql("SELECT id FROM jobs WHERE status=? ORDER BY id", (PENDING,)):
+            job = self.job(row[0])
+            free_gpus, free_cpus = self._free()
+            if job["gpus"] > free_gpus + 1e-9 or job["cpus"] > free_cpus + 1e-9:
+                return  # FIFO: later jobs wait behind the head
+            self._start(job)
+
+    def _start(self, job: dict[str, Any]) -> None:
+        job_id = job["id"]
+        run, envs = self._sql("SELECT run, envs FROM jobs WHERE id=?", (job_id,))[0]
+        env = json.loads(envs)
+        env.update(self.secrets.pop(job_id, {}))
+        log = self.log_path(job_id)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._sql("UPDATE jobs SET status=?, started_at=? WHERE id=?",
+                  (RUNNING, time.time(), job_id))
+        running = Running(job_id)
+        self.running[job_id] = running
+        n = job["num_nodes"]
+        ips = [node.get("address") or "127.0.0.1" for node in self.nodes[:n]]
+        for rank in range(n):
+            node_env = {**env, **rank_env(self.name, job, rank, ips,
+                                          self.capacity["gpus"], self.nodes)}
+            running.processes.append(self.runners[rank].spawn(run, env=node_env))
+        threading.Thread(target=self._pump, args=(running, log, n), daemon=True).start()
+
+    def _pump(self, running: Running, log: Path, n: int) -> None:
+        """Copy every node's output into the job log (prefixed by node when multi-node)."""
+        lock = threading.Lock()
+        with log.open("ab", buffering=0) as out:
+            def copy(rank: int, process: Any) -> None:
+                prefix = f"(node-{rank}) ".encode() if n > 1 else b""
+                for line in process.stdout:
+                    with lock:
+                        out.write(prefix + line)
+                running.exit_codes[rank] = process.wait()
+
+            threads = [threading.Thread(target=copy, args=(r, p))
+                       for r, p in enumerate(running.processes)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        codes = [running.exit_codes[r] for r in range(n)]
+        exit_code = next((c for c in codes if c != 0), 0)
+        status = CANCELLED if running.cancelled else (SUCCEEDED if exit_code == 0 else FAILED)
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self._job_done, running.job_id, status, exit_code)
+
+    def _job_done(self, job_id: int, status: str, exit_code: int) -> None:
+        self.running.pop(job_id, None)
+        self._finish(job_id, status, exit_code)
+
+    def _finish(self, job_id: int, status: str, exit_code: int | None) -> None:
+        self._sql("UPDATE jobs SET status=?, ended_at=?, exit_code=? WHERE id=?",
+                  (status, time.time(), exit_code, job_id))
+        self.secrets.pop(job_id, None)
+        self.last_active = time.time()
+        self.changed.set()
+
+    # -- autostop ------------------------------------------------------------------------
+    def idle_for(self) -> float:
+        if self.running or self._sql("SELECT 1 FROM jobs WHERE status=? LIMIT 1", (PENDING,)):
+            return 0.0
+        return time.time() - self.last_active
+
+    def _autostop_due(self) -> bool:
+        minutes = self.autostop.get("idle_minutes")
+        return minutes is not None and self.idle_for() >= float(minutes) * 60
+
+    def _trigger_autostop(self) -> None:
+        """Stop or tear down the cluster through the normal CLI path, detached from us."""
+        action = "down" if self.autostop.get("down") else "stop"
+        env = {k: v for k, v in os.environ.items() if k != NODE_MARKER}
+        with open(self.dir / "autostop.log", "ab") as log:
+            subprocess.Popen([sys.executable, "-m", "skyhop.cli.main", action, self.name,
+                              "--yes"], env=env, stdin=subprocess.DEVNULL, stdout=log,
+                             stderr=log, start_new_session=True)
+        self.autostop = {}  # once
+
+    # -- server --------------------------------------------------------------------------
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            if not line:
+                return
+            request = json.loads(line)
+            if request.get("op") == "logs":
+                await self._stream_logs(request, writer)
+            else:
+                response = self._respond(request)
+                writer.write(json.dumps(response).encode() + b"\n")
+                await writer.drain()
+                if request.get("op") == "shutdown":
+                    asyncio.get_running_loop().call_soon(self._shutdown)
+        except (ConnectionError, json.JSONDecodeError):
+            pass
+        finally:
+            writer.close()
+
+    def _respond(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        try:
+            if op == "ping":
+                return {"ok": True, "pid": os.getpid(), "idle_seconds": self.idle_for()}
+            if op == "submit":
+                return {"ok": True, "job_id": self.submit(request["job"])}
+            if op == "queue":
+                return {"ok": True, "jobs": self.jobs()}
+            if op == "cancel":
+                return {"ok": True, "cancelled": self.cancel(request.get("job_ids"))}
+            if op == "autostop":
+                self.autostop = {"idle_minutes": request.get("idle_minutes"),
+                                 "down": bool(request.get("down"))}
+                self.last_active = time.time()
+                return {"ok": True}
+            if op == "shutdown":
+                self.cancel(None)
+                return {"ok": True}
+            return {"ok": False, "error": f"unknown request {op!r}"}
+        except (ValueError, KeyError) as exc:
+            return {"ok": False, "error": str(exc)}
+
+    async def _stream_logs(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        job_id = request.get("job_id") or (self.jobs()[-1]["id"] if self.jobs() else None)
+        job = self.job(job_id) if job_id is not None else None
+        if job is None:
+            writer.write(json.dumps({"ok": False, "error": f"no job {job_id}"}).encode() + b"\n")
+            await writer.drain()
+            return
+        path = self.log_path(job_id)
+        offset = 0
+        while True:
+            job = self.job(job_id)
+            if path.exists():
+                with path.open("rb") as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+                if chunk:
+                    offset += len(chunk)
+                    writer.write(json.dumps({"data": chunk.decode(errors="replace")}).encode()
+                                 + b"\n")
+                    await writer.drain()
+            if job["status"] in FINISHED and job_id not in self.running:
+                if path.exists() and path.stat().st_size > offset:
+                    continue  # drain what was written after the last read
+                break
+            if not request.get("follow"):
+                break
+            await asyncio.sleep(0.05)
+        writer.write(json.dumps({"end": True, "job": job}).encode() + b"\n")
+        await writer.drain()
+
+    def _shutdown(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        self.stopping.set()
+
+    async def serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        self.server = await asyncio.start_unix_server(self.handle,
+                                                      path=socket_name(self.info["agent_dir"]))
+        (self.dir / "agent.pid").write_text(str(os.getpid()))
+        while not self.stopping.is_set():
+            self.changed.clear()
+            self.schedule()
+            if self._autostop_due():
+                self._trigger_autostop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout=1.0)
+        while self.running:  # let cancelled jobs finish dying
+            await asyncio.sleep(0.05)
+
+
+def rank_env(cluster: str, job: dict[str, Any], rank: int, ips: list[str], gpus: float,
+             nodes: list[dict[str, Any]]) -> dict[str, str]:
+    """The per-node variables, under skyhop's names and SkyPilot's."""
+    values = {
+        "NODE_RANK": str(rank),
+        "NODE_IPS": "\n".join(ips),
+        "NUM_NODES": str(len(ips)),
+        "NUM_GPUS_PER_NODE": f"{gpus:g}",
+        "TASK_ID": job["task_id"],
+        "CLUSTER_INFO": json.dumps({"cluster": cluster, "num_nodes": len(ips),
+                                    "ips": ips, "head_ip": ips[0], "rank": rank,
+                                    "job_id": job["id"]}),
+    }
+    env = {f"SKYHOP_{k}": v for k, v in values.items()}
+    env.update({f"SKYPILOT_{k}": v for k, v in values.items()})
+    return env
+
+
+def _job_dict(row: tuple) -> dict[str, Any]:
+    keys = ("id", "name", "status", "submitted_at", "started_at", "ended_at", "exit_code",
+            "num_nodes", "gpus", "cpus", "task_id")
+    return dict(zip(keys, row, strict=True))
+
+
+def main() -> None:
+    info = json.loads(Path(sys.argv[1]).read_text())
+    agent = Agent(info)
+    agent.server = None
+    asyncio.run(agent.serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,325 @@
+"""Launch and exec: plan -> provision -> sync -> setup -> run, the same pipeline for every
+provider. Intent is written to state before any provider call that spends money."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets as secrets_module
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from skyhop.errors import UserError
+from skyhop.execute import sync
+from skyhop.execute.agent_client import AgentClient
+from skyhop.execute.report import PlainReporter, Reporter
+from skyhop.execute.runner import Runner
+from skyhop.provision import registry
+from skyhop.provision.base import ClusterSpec, Instance
+from skyhop.spec.dag import Dag
+from skyhop.spec.task import Task
+from skyhop.state.clusters import ClusterStore
+from skyhop.state.records import INIT, STOPPED, UP, ClusterRecord, Node
+
+AGENT_DIR = ".skyhop/agent"  # under the head node's home
+
+
+@dataclass
+class LaunchResult:
+    cluster: str
+    job_id: int | None
+    exit_code: int | None  # None when detached or dry-run
+    placement: Any = None
+
+
+def new_cluster_name() -> str:
+    return f"skyhop-{secrets_module.token_hex(3)}"
+
+
+def launch_catalog():
+    """The shipped catalog plus the offers of providers that describe themselves (local),
+    and the infra patterns of the providers that can launch here."""
+    from skyhop.catalog.catalog import load_catalog
+    from skyhop.spec.fields import InfraPattern
+
+    catalog = load_catalog()
+    enabled = registry.enabled()
+    extra = []
+    for name in enabled:
+        provider = registry.get(name)
+        extra.extend(provider.offers(catalog.accelerators))
+    return catalog.merged(extra), [InfraPattern(p) for p in enabled]
+
+
+def plan(dag: Dag):
+    """Place every task on a provider that can launch here."""
+    from skyhop.optimizer import optimize
+
+    catalog, allowed = launch_catalog()
+    return optimize(dag, catalog, allowed_infra=allowed)
+
+
+def resolve_env(task: Task, overrides: dict[str, str]) -> tuple[dict[str, str],
+                                                                  dict[str, str]]:
+    """(envs, secrets) with --env overrides; every null value must be given."""
+    envs = {k: v for k, v in task.envs.items()}
+    secret_values = {k: (v.get_secret_value() if v is not None else None)
+                     for k, v in task.secrets.items()}
+    for key, value in overrides.items():
+        if key in secret_values:
+            secret_values[key] = value
+        else:
+            envs[key] = value
+    missing = [k for k, v in {**envs, **secret_values}.items() if v is None]
+    if missing:
+        raise UserError(f"no value for {', '.join(missing)}",
+                        where=task.where("envs" if missing[0] in envs else "secrets"),
+                        hint=f"pass --env {missing[0]}=VALUE")
+    return envs, secret_values  # type: ignore[return-value]
+
+
+def why_not_fits(record: ClusterRecord, task: Task) -> str | None:
+    """None when the existing cluster meets one of the task's requirement sets."""
+    if task.num_nodes > record.num_nodes:
+        return f"it has {record.num_nodes} node(s), the task needs {task.num_nodes}"
+    have = record.accelerators or {}
+    shape = record.resources or {}
+    reasons = []
+    for alt in task.resources.alternatives():
+        if alt.infra and not alt.infra.matches(record.provider, record.region, record.zone):
+            reasons.append(f"it is on {record.infra}, not {alt.infra}")
+        elif alt.accelerators and not any(
+                have.get(name, 0) >= count or any(k.lower() == name.lower() and v >= count
+                                                   for k, v in have.items())
+                for name, count in alt.accelerators):
+            reasons.append(f"it has {have or 'no accelerators'}, not "
+                           + " or ".join(f"{n}:{c:g}" for n, c in alt.accelerators))
+        elif alt.cpus and not (shape.get("vcpus") or 0) >= alt.cpus.value:
+            reasons.append(f"it has {shape.get('vcpus')} vCPUs, not {alt.cpus}")
+        elif alt.instance_type and alt.instance_type != record.instance_type:
+            reasons.append(f"it is {record.instance_type}, not {alt.instance_type}")
+        else:
+            return None
+    return reasons[0] if reasons else None
+
+
+class Launcher:
+    def __init__(self, store: ClusterStore | None = None, reporter: Reporter | None = None):
+        self.store = store or ClusterStore()
+        self.reporter = reporter or PlainReporter()
+
+    # -- clusters ------------------------------------------------------------------------
+    def runners(self, record: ClusterRecord) -> list[Runner]:
+        provider = registry.get(record.provider)
+        return [provider.runner(record.name, Instance(n.instance_id, n.rank, n.address,
+                                                      n.info)) for n in record.nodes]
+
+    def agent(self, record: ClusterRecord) -> AgentClient:
+        return AgentClient(record.name, record.handle["agent_dir"])
+
+    def _start_agent(self, record: ClusterRecord) -> None:
+        head = self.runners(record)[0]
+        agent_dir = head.resolve(f"~/{AGENT_DIR}")
+        Path(agent_dir).mkdir(parents=True, exist_ok=True)
+        info = {"name": record.name, "agent_dir": agent_dir,
+                "nodes": [{"rank": n.rank, "address": n.address, "dir": n.info.get("dir")}
+                          for n in record.nodes],
+                "gpus_per_node": sum((record.accelerators or {}).values()),
+                "cpus_per_node": (record.resources or {}).get("vcpus") or 1,
+                "autostop": ({"idle_minutes": record.autostop_minutes,
+                              "down": record.autostop_down}
+                             if record.autostop_minutes is not None else None)}
+        info_path = Path(agent_dir) / "cluster.json"
+        info_path.write_text(json.dumps(info))
+        head.run(f"nohup {sys.executable} -m skyhop.execute.agent {info_path} "
+                 f">> {agent_dir}/agent.log 2>&1 &")
+        AgentClient(record.name, agent_dir).wait_ready()
+
+    def provision(self, name: str, task: Task, placement: Any) -> ClusterRecord:
+        provider = registry.get(placement.provider)
+        offer_shape = {"vcpus": placement.vcpus, "memory_gib": placement.memory_gib}
+        if not self.store.reserve(
+                name, provider=placement.provider, num_nodes=task.num_nodes,
+                hourly_price=placement.hourly_price, region=placement.region,
+                zone=placement.zone, instance_type=placement.instance_type,
+                accelerators=placement.accelerators, use_spot=placement.use_spot,
+                resources=offer_shape):
+            return self._wait_for(name)
+        self.reporter.stage("provision", f"{name}: {task.num_nodes} x {placement.instance_type}"
+                            f" on {placement.infra}")
+        try:
+            instances = provider.provision(ClusterSpec(name, task.num_nodes,
+                                                       {"skyhop-cluster": name}),
+                                           placement, task.num_nodes)
+            self.store.set_nodes(name, [Node(i.rank, i.instance_id, i.address, i.info)
+                                        for i in instances])
+            record = self.store.get(name)
+            assert record is not None
+            head_home = provider.runner(name, instances[0]).resolve(f"~/{AGENT_DIR}")
+            self.store.update(name, handle={"agent_dir": head_home})
+            record = self.store.get(name)
+            assert record is not None
+            self._start_agent(record)
+        except BaseException:
+            self.reporter.stage("provision", f"{name}: failed; cleaning up")
+            self.teardown(name)
+            raise
+        self.store.update(name, status=UP)
+        record = self.store.get(name)
+        assert record is not None
+        self.store.open_usage(record)
+        return record
+
+    def _wait_for(self, name: str, timeout: float = 300.0) -> ClusterRecord:
+        """Another process is creating this cluster: wait for it, then reuse it."""
+        self.reporter.stage("provision", f"{name}: being created by another launch; waiting")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            record = self.store.get(name)
+            if record is None:
+                raise UserError(f"cluster {name!r} failed to come up in another launch")
+            if record.status == UP:
+                return record
+            time.sleep(0.1)
+        raise UserError(f"cluster {name!r} is still being created after {timeout:g} s")
+
+    def teardown(self, name: str) -> None:
+        """Terminate whatever exists of the cluster and forget it."""
+        record = self.store.get(name)
+        if record is None:
+            return
+        provider = registry.get(record.provider)
+        self.store.update(name, status="TERMINATING")
+        if record.handle.get("agent_dir"):
+            with contextlib.suppress(UserError):
+                self.agent(record).shutdown()
+        ids = [n.instance_id for n in record.nodes] or [
+            i.instance_id for i in provider.instances(name)]
+        provider.terminate(name, ids)
+        provider.teardown(name)
+        self.store.remove(name)
+
+    def ensure_up(self, name: str, task: Task, placement: Any) -> ClusterRecord:
+        record = self.store.get(name)
+        if record is None:
+            return self.provision(name, task, placement)
+        if record.status == INIT:  # an interrupted launch: start over
+            self.teardown(name)
+            return self.provision(name, task, placement)
+        misfit = why_not_fits(record, task)
+        if misfit:
+            raise UserError(f"cluster {name!r} cannot run this task: {misfit}",
+                            hint="launch on a new cluster name, or `skyhop down` this one")
+        if record.status == STOPPED:
+            self.start(record)
+            record = self.store.get(name)
+        assert record is not None
+        self.reporter.stage("provision", f"{name}: reusing ({record.infra}, "
+                            f"{record.instance_type})")
+        return record
+
+    def start(self, record: ClusterRecord) -> None:
+        provider = registry.get(record.provider)
+        self.reporter.stage("provision", f"{record.name}: starting")
+        provider.start(record.name, [n.instance_id for n in record.nodes])
+        self._start_agent(record)
+        self.store.update(record.name, status=UP)
+        fresh = self.store.get(record.name)
+        assert fresh is not None
+        self.store.open_usage(fresh)
+
+    # -- running -------------------------------------------------------------------------
+    def sync(self, record: ClusterRecord, task: Task) -> None:
+        runners = self.runners(record)[:task.num_nodes]
+        if not (task.workdir or task.file_mounts):
+            return
+        self.reporter.stage("sync", f"workdir {task.workdir or '-'}, "
+                            f"{len(task.file_mounts)} file mount(s)")
+
+        def one(runner: Runner) -> None:
+            sync.sync_workdir(runner, task.workdir)
+            sync.sync_file_mounts(runner, task.file_mounts)
+
+        with ThreadPoolExecutor(max_workers=len(runners)) as pool:
+            list(pool.map(one, runners))
+
+    def setup(self, record: ClusterRecord, task: Task, env: dict[str, str]) -> int:
+        """Run `setup` on every node in parallel, unless it already ran unchanged."""
+        if not task.setup:
+            return 0
+        digest = sync.content_hash(task.setup, json.dumps(sorted(env)),
+                                   workdir=task.workdir)
+        if record.setup_hash == digest:
+            self.reporter.stage("setup", "unchanged; skipped")
+            return 0
+        self.reporter.stage("setup", f"on {task.num_nodes} node(s)")
+        runners = self.runners(record)[:task.num_nodes]
+        multi = len(runners) > 1
+
+        def one(rank: int) -> int:
+            prefix = f"(node-{rank}) " if multi else ""
+            return runners[rank].run(task.setup, env=env,
+                                     output=lambda line: self.reporter.output(prefix + line))
+
+        with ThreadPoolExecutor(max_workers=len(runners)) as pool:
+            codes = list(pool.map(one, range(len(runners))))
+        failed = next((c for c in codes if c != 0), 0)
+        if failed == 0:
+            self.store.update(record.name, setup_hash=digest)
+        return failed
+
+    def submit(self, record: ClusterRecord, task: Task, envs: dict[str, str],
+               secret_values: dict[str, str], detach: bool) -> LaunchResult:
+        client = self.agent(record)
+        gpus = max((c for _, c in (task.resources.accelerators or [])), default=0)
+        cpus = task.resources.cpus.value if task.resources.cpus else None
+        job_id = client.submit({"name": task.name, "run": task.run or "true",
+                                "envs": envs, "secrets": secret_values,
+                                "num_nodes": task.num_nodes, "gpus": gpus, "cpus": cpus})
+        self.reporter.stage("run", f"job {job_id} on {record.name}"
+                            + (" (detached)" if detach else ""))
+        if detach:
+            return LaunchResult(record.name, job_id, None)
+        try:
+            job = client.logs(job_id, follow=True, output=self.reporter.output)
+        except KeyboardInterrupt:
+            self.reporter.stage("run", f"interrupted: cancelling job {job_id}")
+            client.cancel([job_id])
+            raise
+        self.reporter.stage("run", f"job {job_id} {job['status'].lower()}"
+                            f" (exit code {job['exit_code']})")
+        return LaunchResult(record.name, job_id, job["exit_code"])
+
+    def launch_task(self, task: Task, placement: Any, cluster: str | None,
+                    env_overrides: dict[str, str], detach: bool) -> LaunchResult:
+        envs, secret_values = resolve_env(task, env_overrides)
+        name = cluster or new_cluster_name()
+        record = self.ensure_up(name, task, placement)
+        self.sync(record, task)
+        code = self.setup(record, task, {**envs, **secret_values})
+        if code != 0:
+            self.reporter.stage("setup", f"failed with exit code {code}")
+            return LaunchResult(name, None, code, placement)
+        result = self.submit(record, task, envs, secret_values, detach)
+        result.placement = placement
+        return result
+
+    def exec(self, name: str, task: Task, env_overrides: dict[str, str],
+             detach: bool) -> LaunchResult:
+        """Queue a task on an existing cluster (sync the workdir, no setup)."""
+        record = self.store.get(name)
+        if record is None:
+            raise UserError(f"no cluster named {name!r}", hint="see `skyhop status`")
+        if record.status != UP:
+            raise UserError(f"cluster {name!r} is {record.status}",
+                            hint=f"`skyhop start {name}` first")
+        if task.num_nodes > record.num_nodes:
+            raise UserError(f"the task needs {task.num_nodes} nodes; cluster {name!r} has "
+                            f"{record.num_nodes}")
+        envs, secret_values = resolve_env(task, env_overrides)
+        self.sync(record, task)
+        return self.submit(record, task, envs, secret_values, detach)

@@ -1,0 +1,104 @@
+"""Cluster operations after launch: status, stop/start, down, autostop, queue, cancel, logs,
+cost report."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from skyhop.errors import UserError
+from skyhop.execute.launcher import Launcher
+from skyhop.provision import registry
+from skyhop.provision.base import STOP
+from skyhop.state.records import UP, ClusterRecord
+
+
+class Operations:
+    def __init__(self, launcher: Launcher | None = None):
+        self.launcher = launcher or Launcher()
+        self.store = self.launcher.store
+
+    def get(self, name: str) -> ClusterRecord:
+        record = self.store.get(name)
+        if record is None:
+            known = [c.name for c in self.store.list()]
+            raise UserError(f"no cluster named {name!r}",
+                            hint=f"clusters: {', '.join(known)}" if known else
+                            "there are no clusters; `skyhop launch` makes one")
+        return record
+
+    def down(self, name: str) -> None:
+        self.get(name)
+        self.launcher.reporter.stage("down", name)
+        self.launcher.teardown(name)
+
+    def stop(self, name: str) -> None:
+        record = self.get(name)
+        provider = registry.get(record.provider)
+        if STOP not in provider.capabilities:
+            raise UserError(f"{record.provider} clusters cannot be stopped, only taken down",
+                            hint=f"skyhop down {name}")
+        if record.status != UP:
+            raise UserError(f"cluster {name!r} is {record.status}, not UP")
+        self.launcher.reporter.stage("stop", name)
+        with contextlib.suppress(UserError):
+            self.launcher.agent(record).shutdown()
+        provider.stop(name, [n.instance_id for n in record.nodes])
+        self.store.update(name, status="STOPPED")
+        self.store.close_usage(name)
+
+    def start(self, name: str) -> None:
+        record = self.get(name)
+        if record.status == UP:
+            return
+        if record.status != "STOPPED":
+            raise UserError(f"cluster {name!r} is {record.status}",
+                            hint=f"skyhop down {name}, then launch again")
+        self.launcher.start(record)
+
+    def _up(self, name: str) -> ClusterRecord:
+        record = self.get(name)
+        if record.status != UP:
+            raise UserError(f"cluster {name!r} is {record.status}",
+                            hint=f"skyhop start {name}")
+        return record
+
+    def autostop(self, name: str, idle_minutes: int | None, down: bool) -> None:
+        record = self._up(name)
+        if idle_minutes is not None and idle_minutes < 0:
+            raise UserError("-i/--idle-minutes must be >= 0")
+        self.store.update(name, autostop_minutes=idle_minutes, autostop_down=down)
+        self.launcher.agent(record).set_autostop(idle_minutes, down)
+
+    def queue(self, name: str) -> list[dict[str, Any]]:
+        return self.launcher.agent(self._up(name)).queue()
+
+    def cancel(self, name: str, job_ids: list[int] | None) -> list[int]:
+        return self.launcher.agent(self._up(name)).cancel(job_ids)
+
+    def logs(self, name: str, job_id: int | None, follow: bool,
+             output: Callable[[str], None]) -> dict[str, Any]:
+        return self.launcher.agent(self._up(name)).logs(job_id, follow, output)
+
+
+def cost_report(store: Any = None) -> list[dict[str, Any]]:
+    """Cost per cluster from the usage intervals (prices recorded at launch)."""
+    from skyhop.state.clusters import ClusterStore
+
+    store = store or ClusterStore()
+    now = time.time()
+    live = {c.name: c.status for c in store.list()}
+    report: dict[str, dict[str, Any]] = {}
+    for row in store.usage_rows():
+        end = row["ended_at"] or now
+        hours = max(0.0, end - row["started_at"]) / 3600
+        entry = report.setdefault(row["cluster"], {
+            "cluster": row["cluster"], "provider": row["provider"],
+            "instance_type": row["instance_type"], "accelerators": row["accelerators"],
+            "num_nodes": row["num_nodes"], "hourly_price": row["hourly_price"],
+            "hours": 0.0, "cost": 0.0, "status": live.get(row["cluster"], "TERMINATED")})
+        entry["hours"] += hours
+        entry["cost"] += hours * row["hourly_price"] * row["num_nodes"]
+    return list(report.values())

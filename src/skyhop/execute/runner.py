@@ -1,0 +1,216 @@
+"""Runners execute commands and move files on one node. Same surface for a local sandbox
+and (later) an SSH host, so the executor never knows which it drives."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO, Protocol
+
+# Every process skyhop starts on a local node carries this variable, so teardown can find
+# exactly the processes it started (by PID, never by name).
+NODE_MARKER = "SKYHOP_NODE_DIR"
+WORKDIR = "sky_workdir"  # SkyPilot's name for the synced workdir, kept for compatibility
+
+
+class Process(Protocol):
+    pid: int
+    stdout: IO[bytes] | None
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def poll(self) -> int | None: ...
+
+
+class Runner(Protocol):
+    home: str  # the node's home: where `~` and the workdir live
+
+    def run(self, command: str, *, env: dict[str, str] | None = None,
+            cwd: str | None = None, output: Callable[[str], None] | None = None) -> int:
+        """Run to completion; each output line goes to `output`. Returns the exit code."""
+
+    def spawn(self, command: str, *, env: dict[str, str] | None = None,
+              cwd: str | None = None) -> Process:
+        """Start in its own process group, stdout+stderr piped."""
+
+    def kill(self, process: Process, grace: float = 5.0) -> None:
+        """Stop the process group: SIGTERM, then SIGKILL after `grace` seconds."""
+
+    def copy_files(self, src_root: Path, relative_paths: Iterable[str], dst: str) -> None:
+        """Copy files (paths relative to src_root) under dst on the node."""
+
+    def remove_files(self, dst: str, relative_paths: Iterable[str]) -> None: ...
+
+    def list_files(self, dst: str) -> dict[str, tuple[int, int]]:
+        """{relative path: (size, mtime_ns)} of every file under dst."""
+
+    def resolve(self, path: str) -> str:
+        """A node path with `~` and relative parts resolved."""
+
+
+class LocalRunner:
+    """A node that is a directory on this machine; processes in their own process groups."""
+
+    def __init__(self, node_dir: Path):
+        self.node_dir = Path(node_dir)
+        self.home = str(self.node_dir)
+
+    def resolve(self, path: str) -> str:
+        if path == "~" or path.startswith("~/"):
+            return str(self.node_dir / path[2:]) if path != "~" else str(self.node_dir)
+        if not os.path.isabs(path):
+            return str(self.node_dir / path)
+        return path
+
+    def _env(self, env: dict[str, str] | None) -> dict[str, str]:
+        merged = dict(os.environ)
+        merged.update(env or {})
+        merged[NODE_MARKER] = str(self.node_dir)
+        return merged
+
+    def spawn(self, command: str, *, env: dict[str, str] | None = None,
+              cwd: str | None = None) -> subprocess.Popen:
+        workdir = self.resolve(cwd or f"~/{WORKDIR}")
+        os.makedirs(workdir, exist_ok=True)
+        return subprocess.Popen(
+            ["/bin/bash", "-c", command], cwd=workdir, env=self._env(env),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True)
+
+    def run(self, command: str, *, env: dict[str, str] | None = None,
+            cwd: str | None = None, output: Callable[[str], None] | None = None) -> int:
+        process = self.spawn(command, env=env, cwd=cwd)
+        try:
+            assert process.stdout is not None
+            for raw in process.stdout:
+                if output is not None:
+                    output(raw.decode(errors="replace"))
+            return process.wait()
+        except BaseException:
+            self.kill(process)
+            raise
+
+    def kill(self, process: Process, grace: float = 5.0) -> None:
+        kill_group(process.pid, grace)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=grace)
+
+    def copy_files(self, src_root: Path, relative_paths: Iterable[str], dst: str) -> None:
+        root = Path(self.resolve(dst))
+        for rel in relative_paths:
+            target = root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src_root / rel, target)
+
+    def remove_files(self, dst: str, relative_paths: Iterable[str]) -> None:
+        root = Path(self.resolve(dst))
+        for rel in relative_paths:
+            (root / rel).unlink(missing_ok=True)
+
+    def list_files(self, dst: str) -> dict[str, tuple[int, int]]:
+        root = Path(self.resolve(dst))
+        out: dict[str, tuple[int, int]] = {}
+        if not root.is_dir():
+            return out
+        for dirpath, _, filenames in os.walk(root):
+            for name in filenames:
+                path = Path(dirpath) / name
+                st = path.lstat()
+                out[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+        return out
+
+
+def _stat(pid: str) -> tuple[str, int] | None:
+    """(state letter, process group) of a process, from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[2])
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any live (not zombie) process is in the group: killpg(0) also counts zombies,
+    which an init that does not reap (containers, sandboxes) leaves behind."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _stat(entry)
+            if stat is not None and stat[1] == pgid and stat[0] not in ("Z", "X"):
+                return True
+    return False
+
+
+def kill_group(pid: int, grace: float = 5.0) -> None:
+    """SIGTERM the process group led by `pid`, SIGKILL what is left after `grace` s."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not group_alive(pid):
+            return
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def processes_marked(node_dir_prefix: str) -> list[int]:
+    """PIDs of processes whose environment marks them as started for a node under the
+    prefix (our own processes, found by PID)."""
+    wanted = f"{NODE_MARKER}={node_dir_prefix}".encode()
+    pids = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                environ = fh.read()
+        except OSError:
+            continue
+        if any(var.startswith(wanted) for var in environ.split(b"\0")):
+            pids.append(int(entry))
+    return pids
+
+
+def kill_marked(node_dir_prefix: str, grace: float = 3.0) -> None:
+    """Stop every process started for nodes under the prefix (and their groups)."""
+    for _ in range(3):  # a dying parent may spawn; sweep until nothing is left
+        pids = processes_marked(node_dir_prefix)
+        if not pids:
+            return
+        threads = [threading.Thread(target=_kill_pid, args=(pid, grace)) for pid in pids]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+
+def _kill_pid(pid: int, grace: float) -> None:
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    if pgid == pid:
+        kill_group(pid, grace)
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            stat = _stat(str(pid))
+            if stat is None or stat[0] in ("Z", "X"):
+                return
+            time.sleep(0.02)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,1 @@
+"""Provisioning: providers behind one small protocol, and the provisioner that drives them."""

@@ -1,0 +1,86 @@
+"""The Python SDK: the same operations as the CLI, synchronous and thin.
+
+    import skyhop
+    task = skyhop.Task(run="nvidia-smi", resources=skyhop.Resources(accelerators="A100:1"))
+    result = skyhop.launch(task, cluster_name="dev")
+    skyhop.exec("dev", skyhop.Task(run="python eval.py"))
+    skyhop.down("dev")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from skyhop.errors import UserError
+from skyhop.execute.launcher import Launcher, LaunchResult, new_cluster_name, plan
+from skyhop.execute.operations import Operations, cost_report
+from skyhop.execute.report import PlainReporter, Reporter
+from skyhop.spec import Dag, Task, load_dag
+from skyhop.state.status import status
+
+__all__ = ["cost_report", "down", "exec", "launch", "load", "plan", "status"]
+
+
+def load(task: Task | Dag | str | Path) -> Dag:
+    """A Dag from a Task, a Dag, a YAML file path, or a shell command."""
+    if isinstance(task, Dag):
+        return task
+    if isinstance(task, Task):
+        return Dag([task])
+    text = str(task)
+    path = Path(text).expanduser()
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        return load_dag(path)
+    if not text.strip():
+        raise UserError("nothing to run: give a task file or a command")
+    return Dag([Task(run=text)])
+
+
+def launch(task: Task | Dag | str | Path, cluster_name: str | None = None, *,
+           detach: bool = False, env: dict[str, str] | None = None, down: bool = False,
+           reporter: Reporter | None = None) -> LaunchResult:
+    """Plan, provision (or reuse `cluster_name`), sync, set up and run. A DAG runs its tasks
+    in dependency order, each on its own cluster `<name>-<task>`; the first failure stops it.
+    With `down`, clusters are taken down once their task ends."""
+    dag = load(task)
+    launcher = Launcher(reporter=reporter or PlainReporter())
+    the_plan = plan(dag)
+    for placement in the_plan.tasks:
+        launcher.reporter.stage("plan", f"{placement.name}: {placement.instance_type} on "
+                                f"{placement.infra}, ${placement.hourly_price:.2f}/h per node"
+                                f" x {placement.num_nodes}")
+    if len(dag) > 1 and detach:
+        raise UserError("a pipeline cannot be detached yet",
+                        hint="launch it without -d, or use managed jobs when they land")
+    base = cluster_name or new_cluster_name()
+    result: LaunchResult | None = None
+    for index in dag.order:
+        task_obj = dag.tasks[index]
+        name = base if len(dag) == 1 else f"{base}-{task_obj.name or index + 1}"
+        try:
+            result = launcher.launch_task(task_obj, the_plan.tasks[index], name, env or {},
+                                          detach)
+        finally:
+            if down and not detach:
+                launcher.teardown(name)
+        if result.exit_code not in (0, None):
+            break
+    assert result is not None
+    return result
+
+
+def exec(cluster_name: str, task: Task | str | Path, *, detach: bool = False,
+         env: dict[str, str] | None = None, reporter: Reporter | None = None) -> LaunchResult:
+    """Queue a task (or a command) on an existing cluster."""
+    dag = load(task)
+    if len(dag) != 1:
+        raise UserError("exec takes one task, not a pipeline")
+    launcher = Launcher(reporter=reporter or PlainReporter())
+    return launcher.exec(cluster_name, dag.tasks[0], env or {}, detach)
+
+
+def down(*cluster_names: str, reporter: Reporter | None = None) -> None:
+    ops = Operations(Launcher(reporter=reporter or PlainReporter()))
+    for name in cluster_names:
+        ops.down(name)
+
