@@ -8,7 +8,7 @@ EXAMPLES = ROOT / "examples"
 
 
 def test_optimize_json_has_the_documented_shape():
-    result = run_cli("optimize", str(EXAMPLES / "pipeline.yaml"), "--json")
+    result = run_cli("optimize", str(EXAMPLES / "plan_pipeline.yaml"), "--json")
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)  # nothing but JSON on stdout
     assert set(plan) == {"objective", "total_cost", "total_hours", "tasks", "egress"}
@@ -22,7 +22,7 @@ def test_optimize_json_has_the_documented_shape():
 
 
 def test_optimize_table_shows_considered_chosen_and_egress():
-    result = run_cli("optimize", str(EXAMPLES / "pipeline.yaml"))
+    result = run_cli("optimize", str(EXAMPLES / "plan_pipeline.yaml"))
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "Considered resources" in out and "✔" in out and "Data movement" in out
@@ -30,12 +30,12 @@ def test_optimize_table_shows_considered_chosen_and_egress():
 
 
 def test_minimize_time_with_budget_and_deadline_flags():
-    ok = run_cli("optimize", str(EXAMPLES / "pipeline.yaml"), "--minimize", "time", "--json")
+    ok = run_cli("optimize", str(EXAMPLES / "plan_pipeline.yaml"), "--minimize", "time", "--json")
     fast = json.loads(ok.stdout)
     assert fast["objective"] == "time"
-    cheap = json.loads(run_cli("optimize", str(EXAMPLES / "pipeline.yaml"), "--json").stdout)
+    cheap = json.loads(run_cli("optimize", str(EXAMPLES / "plan_pipeline.yaml"), "--json").stdout)
     assert fast["total_hours"] <= cheap["total_hours"]
-    late = run_cli("optimize", str(EXAMPLES / "pipeline.yaml"), "--deadline", "1h")
+    late = run_cli("optimize", str(EXAMPLES / "plan_pipeline.yaml"), "--deadline", "1h")
     assert late.returncode == 2 and "deadline" in late.stderr and "Traceback" not in late.stderr
 
 

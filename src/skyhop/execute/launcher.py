@@ -260,9 +260,17 @@ class Launcher:
         runners = self.runners(record)[:task.num_nodes]
         multi = len(runners) > 1
 
+        ips = "\n".join(n.address or "127.0.0.1" for n in record.nodes[:len(runners)])
+
         def one(rank: int) -> int:
             prefix = f"(node-{rank}) " if multi else ""
-            return runners[rank].run(task.setup, env=env,
+            node_env = {**env, "SKYHOP_NODE_RANK": str(rank), "SKYHOP_NODE_IPS": ips,
+                        "SKYHOP_NUM_NODES": str(len(runners)),
+                        # SkyPilot's names for these during setup
+                        "SKYPILOT_SETUP_NODE_RANK": str(rank),
+                        "SKYPILOT_SETUP_NODE_IPS": ips,
+                        "SKYPILOT_NUM_NODES": str(len(runners))}
+            return runners[rank].run(task.setup, env=node_env,
                                      output=lambda line: self.reporter.output(prefix + line))
 
         with ThreadPoolExecutor(max_workers=len(runners)) as pool:

@@ -151,6 +151,10 @@ class Task(SpecModel):
     def _command(cls, v: Any) -> Any:
         if isinstance(v, list) and all(isinstance(x, str) for x in v):
             return "\n".join(v)
+        if isinstance(v, bool):  # `run: true` is the shell command, not a YAML boolean
+            return str(v).lower()
+        if isinstance(v, (int, float)):
+            return str(v)
         return v
 
     @model_validator(mode="after")

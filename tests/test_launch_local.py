@@ -1,0 +1,287 @@
+"""`skyhop launch` on the embedded local provider, end to end, as a user runs it."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from skyhop.execute.runner import processes_marked
+
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """An isolated SKYHOP_HOME; afterwards every cluster is down and nothing runs."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("SKYHOP_HOME", str(home))
+    monkeypatch.delenv("SKYHOP_DB_URL", raising=False)
+    from skyhop.state import db
+
+    db.engine_for.cache_clear()
+    yield home
+    for cluster in json.loads(sky("status", "--json").stdout or "[]"):
+        sky("down", cluster["name"], "-y")
+    assert processes_marked(f"{home}/") == []
+
+
+def sky(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "skyhop.cli.main", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def status(name: str) -> dict | None:
+    clusters = json.loads(sky("status", "--json").stdout)
+    return next((c for c in clusters if c["name"] == name), None)
+
+
+def test_hello_runs_and_down_leaves_nothing(home):
+    result = sky("launch", str(EXAMPLES / "hello.yaml"), "-c", "hi")
+    assert result.returncode == 0, result.stderr
+    assert "hello from node 0 of 1" in result.stdout
+    assert "setting up on" in result.stdout
+    assert "task id: skyhop-" in result.stdout
+    assert status("hi")["status"] == "UP"
+    assert processes_marked(f"{home}/local/hi/")  # the agent runs with the cluster
+    down = sky("down", "hi", "-y")
+    assert down.returncode == 0, down.stderr
+    assert status("hi") is None
+    assert not (home / "local" / "hi").exists()
+    assert processes_marked(f"{home}/local/hi/") == []
+    with sqlite3.connect(home / "state.db") as conn:
+        assert conn.execute("SELECT count(*) FROM clusters").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM nodes").fetchone() == (0,)
+
+
+def test_two_nodes_see_their_ranks_under_both_names(home, tmp_path):
+    task = write(tmp_path / "t.yaml", "num_nodes: 2\nrun: |\n"
+                 "  echo \"R=$SKYHOP_NODE_RANK/$SKYPILOT_NODE_RANK N=$SKYHOP_NUM_NODES/"
+                 "$SKYPILOT_NUM_NODES IPS=$(echo \"$SKYHOP_NODE_IPS\" | wc -l)\"\n"
+                 "  test -n \"$SKYPILOT_TASK_ID\" && test -n \"$SKYHOP_CLUSTER_INFO\"\n")
+    result = sky("launch", str(task), "-c", "two")
+    assert result.returncode == 0, result.stderr
+    lines = sorted(line for line in result.stdout.splitlines() if "R=" in line)
+    assert lines == ["(node-0) R=0/0 N=2/2 IPS=2", "(node-1) R=1/1 N=2/2 IPS=2"]
+
+
+def test_failing_run_returns_its_exit_code(home):
+    result = sky("launch", "echo about to fail; exit 7", "-c", "fails")
+    assert result.returncode == 7
+    assert "about to fail" in result.stdout
+    again = sky("exec", "fails", "exit 3")
+    assert again.returncode == 3
+    ok = sky("exec", "fails", "true")
+    assert ok.returncode == 0
+
+
+def test_ctrl_c_stops_the_job_and_keeps_the_cluster_consistent(home, tmp_path):
+    pid_file = tmp_path / "job.pid"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "skyhop.cli.main", "launch", "-c", "intr",
+         f"echo $$ > {pid_file}; echo started; sleep 300"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pid_file.exists(), proc.stderr.read() if proc.poll() is not None else "no pid"
+    job_pid = int(pid_file.read_text())
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{job_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{job_pid}/cmdline").exists() or \
+        Path(f"/proc/{job_pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+    jobs = json.loads(sky("queue", "intr", "--json").stdout)
+    assert [j["status"] for j in jobs] == ["CANCELLED"]
+    assert status("intr")["status"] == "UP"
+    assert sky("exec", "intr", "echo still fine").stdout.strip() == "still fine"
+
+
+def test_queue_is_fifo_within_the_cluster_resources(home):
+    assert sky("launch", "true", "-c", "q").returncode == 0
+    cpus = json.loads(sky("status", "--json").stdout)[0]
+    assert cpus["name"] == "q"
+    whole = os.cpu_count()
+    task = f"resources: {{cpus: {whole}}}\nrun: sleep 1; date +%s.%N\n"
+    path = write(home.parent / "big.yaml", task)
+    first = sky("exec", "q", str(path), "-d")
+    second = sky("exec", "q", str(path), "-d")
+    small = sky("exec", "q", "echo small", "-d")
+    assert first.returncode == second.returncode == small.returncode == 0
+    assert sky("logs", "q", "4", "--follow").returncode == 0
+    jobs = {j["id"]: j for j in json.loads(sky("queue", "q", "--json").stdout)}
+    assert [jobs[i]["status"] for i in (2, 3, 4)] == ["SUCCEEDED"] * 3
+    # Each whole-machine job waits for the one before; the small one waits its turn (FIFO).
+    assert jobs[3]["started_at"] >= jobs[2]["ended_at"]
+    assert jobs[4]["started_at"] >= jobs[3]["started_at"]
+
+
+def test_cancel_pending_and_running_jobs(home):
+    assert sky("launch", "true", "-c", "cx").returncode == 0
+    whole = os.cpu_count()
+    path = write(home.parent / "hog.yaml", f"resources: {{cpus: {whole}}}\nrun: sleep 300\n")
+    sky("exec", "cx", str(path), "-d")
+    sky("exec", "cx", str(path), "-d")
+    result = sky("cancel", "cx", "--all")
+    assert result.returncode == 0 and "2, 3" in result.stdout
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        jobs = json.loads(sky("queue", "cx", "--json").stdout)
+        if all(j["status"] != "RUNNING" for j in jobs):
+            break
+        time.sleep(0.1)
+    assert [j["status"] for j in jobs] == ["SUCCEEDED", "CANCELLED", "CANCELLED"]
+    assert sky("cancel", "cx").returncode == 2  # nothing named: a clear error
+
+
+def test_logs_are_kept(home):
+    assert sky("launch", "echo first line; echo second line", "-c", "lg").returncode == 0
+    result = sky("logs", "lg", "1")
+    assert result.stdout.splitlines() == ["first line", "second line"]
+    assert sky("logs", "lg", "99").returncode == 2
+
+
+def test_workdir_sync_honours_ignores_and_sends_changes(home, tmp_path):
+    work = tmp_path / "work"
+    write(work / "train.py", "print('v1')\n")
+    write(work / "data" / "keep.txt", "k\n")
+    write(work / "cache" / "big.bin", "x" * 1000)
+    write(work / ".gitignore", "cache/\n*.log\n")
+    write(work / "run.log", "noise\n")
+    task = write(tmp_path / "t.yaml", f"workdir: {work}\nrun: find . -type f | sort\n")
+    result = sky("launch", str(task), "-c", "wd")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["./.gitignore", "./data/keep.txt", "./train.py"]
+    write(work / ".skyignore", "data/\n")  # .skyignore replaces .gitignore
+    (work / "train.py").write_text("print('v2')\n")
+    result = sky("launch", str(task), "-c", "wd")
+    assert result.stdout.split() == ["./.gitignore", "./.skyignore", "./cache/big.bin",
+                                     "./run.log", "./train.py"]
+    assert sky("exec", "wd", "python3 train.py").stdout.strip() == "v2"
+
+
+def test_setup_runs_once_unless_changed(home, tmp_path):
+    counter = tmp_path / "setups"
+    task = write(tmp_path / "t.yaml", f"setup: echo x >> {counter}\nrun: true\n")
+    for _ in range(2):
+        assert sky("launch", str(task), "-c", "su").returncode == 0
+    assert counter.read_text().count("x") == 1
+    write(tmp_path / "t.yaml", f"setup: echo x >> {counter}; echo changed\nrun: true\n")
+    assert sky("launch", str(task), "-c", "su").returncode == 0
+    assert counter.read_text().count("x") == 2
+
+
+def test_envs_and_secrets_never_stored_in_clear(home, tmp_path):
+    task = write(tmp_path / "t.yaml", "envs: {GREETING: hi, NEEDED: null}\n"
+                 "secrets: {TOKEN: null}\n"
+                 "run: echo \"$GREETING $NEEDED len=${#TOKEN}\"\n")
+    missing = sky("launch", str(task), "-c", "sec")
+    assert missing.returncode == 2 and "--env NEEDED=" in missing.stderr
+    assert status("sec") is None  # nothing half-done
+    result = sky("launch", str(task), "-c", "sec", "--env", "NEEDED=there",
+                 "--env", "TOKEN=s3cr3t-value")
+    assert result.returncode == 0, result.stderr
+    assert "hi there len=12" in result.stdout
+    assert "s3cr3t-value" not in result.stdout + result.stderr
+    for path in home.rglob("*"):
+        if path.is_file():
+            assert b"s3cr3t-value" not in path.read_bytes(), path
+
+
+def test_stop_and_start(home):
+    assert sky("launch", "true", "-c", "ss").returncode == 0
+    assert sky("stop", "ss").returncode == 0
+    assert status("ss")["status"] == "STOPPED"
+    assert processes_marked(f"{home}/local/ss/") == []
+    assert sky("exec", "ss", "true").returncode == 2  # clear: stopped
+    assert sky("start", "ss").returncode == 0
+    assert sky("exec", "ss", "echo back").stdout.strip() == "back"
+
+
+def test_autostop_down_is_enforced_by_the_cluster(home):
+    assert sky("launch", "true", "-c", "auto").returncode == 0
+    result = sky("autostop", "auto", "-i", "0", "--down")
+    assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 30
+    while status("auto") is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert status("auto") is None
+    deadline = time.monotonic() + 10
+    while processes_marked(f"{home}/local/auto/") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_marked(f"{home}/local/auto/") == []
+
+
+def test_cost_report_uses_recorded_prices(home):
+    assert sky("launch", "true", "-c", "cr").returncode == 0
+    sky("down", "cr", "-y")
+    rows = json.loads(sky("cost-report", "--json").stdout)
+    (row,) = [r for r in rows if r["cluster"] == "cr"]
+    assert row["status"] == "TERMINATED" and row["hourly_price"] == 0 and row["hours"] > 0
+
+
+def test_two_launches_at_once_share_one_cluster(home):
+    procs = [subprocess.Popen([sys.executable, "-m", "skyhop.cli.main", "launch", "-c", "race",
+                               f"echo run {i}"], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert sorted(o[0].strip() for o in outs) == ["run 0", "run 1"]
+    clusters = json.loads(sky("status", "--json").stdout)
+    assert [c["name"] for c in clusters] == ["race"]
+    assert len(json.loads(sky("queue", "race", "--json").stdout)) == 2
+
+
+def test_requests_the_machine_cannot_meet_are_explained(home):
+    result = sky("launch", "-c", "big", "--", str(write(home.parent / "g.yaml",
+                 "resources: {accelerators: H100:8}\nrun: nvidia-smi\n")))
+    assert result.returncode == 2
+    assert "H100:8" in result.stderr and "Traceback" not in result.stderr
+    assert status("big") is None
+    huge = write(home.parent / "c.yaml", "resources: {cpus: 100000+}\nrun: true\n")
+    result = sky("launch", str(huge))
+    assert result.returncode == 2 and "cpus 100000+" in result.stderr
+
+
+def test_dry_run_plans_only(home):
+    result = sky("launch", str(EXAMPLES / "hello.yaml"), "--dry-run")
+    assert result.returncode == 0 and "local" in result.stdout
+    assert json.loads(sky("status", "--json").stdout) == []
+
+
+def test_pipeline_runs_in_dependency_order(home):
+    result = sky("launch", str(EXAMPLES / "pipeline.yaml"), "-c", "pl", "--down")
+    assert result.returncode == 0, result.stderr
+    steps = [line.split(":")[0] for line in result.stdout.splitlines()]
+    assert steps == ["prepare", "train", "evaluate"]
+    assert json.loads(sky("status", "--json").stdout) == []
+
+
+def test_sdk(home):
+    import skyhop
+    from skyhop.execute.report import SilentReporter
+
+    reporter = SilentReporter()
+    task = skyhop.Task(name="py", run="echo from the sdk $SKYHOP_NUM_NODES")
+    result = skyhop.launch(task, "sdk", reporter=reporter)
+    assert result.exit_code == 0 and "from the sdk 1\n" in reporter.lines
+    result = skyhop.exec("sdk", "exit 4", reporter=reporter)
+    assert result.exit_code == 4
+    assert [c.name for c in skyhop.status()] == ["sdk"]
+    skyhop.down("sdk", reporter=reporter)
+    assert skyhop.status() == []
