@@ -6,8 +6,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from skyhop.catalog.catalog import Catalog, Offer
+from skyhop.catalog.catalog import Catalog
 from skyhop.catalog.egress import egress_price_per_gb
+from skyhop.catalog.offer import Offer
 from skyhop.errors import InfeasibleError
 from skyhop.optimizer import optimize
 from skyhop.optimizer.problem import task_candidates

@@ -8,12 +8,12 @@ import json
 import math
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from skyhop.catalog.accelerators import AcceleratorNames
+from skyhop.catalog.offer import Offer
 from skyhop.catalog.schema import (
     DATA_DIR,
     FLAG_ARM64,
@@ -23,33 +23,6 @@ from skyhop.catalog.schema import (
     OFFER_DTYPE,
     OFFERS_FILE,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Offer:
-    """One instance type at one location, with its on-demand and spot prices (USD/h)."""
-
-    provider: str
-    region: str
-    zone: str | None
-    instance_type: str
-    accelerator: str | None
-    accelerator_count: float
-    vcpus: float
-    memory_gib: float
-    accelerator_memory_gib: float
-    price: float | None
-    spot_price: float | None
-    burstable: bool
-    arch: str
-    owned: bool = False  # the user's own machine, not rented
-
-    def hourly(self, spot: bool) -> float | None:
-        return self.spot_price if spot else self.price
-
-    @property
-    def accelerators(self) -> dict[str, float] | None:
-        return {self.accelerator: self.accelerator_count} if self.accelerator else None
 
 
 class Catalog:

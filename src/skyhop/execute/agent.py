@@ -66,6 +66,7 @@ class Agent:
         self.db.commit()
         self.db_lock = threading.Lock()
         self.secrets: dict[int, dict[str, str]] = {}
+        self.finished: dict[int, list[asyncio.Event]] = {}  # log streams waiting on a job
         self.running: dict[int, Running] = {}
         self.last_active = time.time()
         self.autostop: dict[str, Any] = info.get("autostop") or {}
@@ -216,6 +217,8 @@ class Agent:
         self.secrets.pop(job_id, None)
         self.last_active = time.time()
         self.changed.set()
+        for waiter in self.finished.pop(job_id, []):
+            waiter.set()
 
     # -- autostop ------------------------------------------------------------------------
     def idle_for(self) -> float:
@@ -289,6 +292,8 @@ class Agent:
             return
         path = self.log_path(job_id)
         offset = 0
+        done = asyncio.Event()
+        self.finished.setdefault(job_id, []).append(done)
         while True:
             job = self.job(job_id)
             if path.exists():
@@ -306,7 +311,8 @@ class Agent:
                 break
             if not request.get("follow"):
                 break
-            await asyncio.sleep(0.05)
+            with contextlib.suppress(TimeoutError):  # new output is polled; the end is not
+                await asyncio.wait_for(done.wait(), timeout=0.05)
         writer.write(json.dumps({"end": True, "job": job}).encode() + b"\n")
         await writer.drain()
 

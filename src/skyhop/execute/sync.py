@@ -10,8 +10,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import pathspec
-
 from skyhop.errors import UserError
 from skyhop.execute.runner import WORKDIR, Runner
 
@@ -23,7 +21,9 @@ class SyncResult:
     unchanged: int
 
 
-def _ignore_spec(root: Path) -> pathspec.PathSpec:
+def _ignore_spec(root: Path):
+    import pathspec
+
     lines = [".git/"]
     for name in (".skyignore", ".gitignore"):
         path = root / name

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from skyhop.catalog.catalog import Offer
+    from skyhop.catalog.offer import Offer
     from skyhop.execute.runner import Runner
     from skyhop.optimizer.plan import Placement
 

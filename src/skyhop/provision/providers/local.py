@@ -18,7 +18,7 @@ from pathlib import Path
 
 from skyhop import paths
 from skyhop.catalog.accelerators import alias_key
-from skyhop.catalog.catalog import Offer
+from skyhop.catalog.offer import Offer
 from skyhop.execute.runner import LocalRunner, kill_marked
 from skyhop.provision.base import MULTI_NODE, STOP, ClusterSpec, Instance
 
