@@ -285,3 +285,35 @@ def test_sdk(home):
     assert [c.name for c in skyhop.status()] == ["sdk"]
     skyhop.down("sdk", reporter=reporter)
     assert skyhop.status() == []
+
+
+@pytest.fixture
+def fake_gpus(tmp_path, monkeypatch):
+    """An `nvidia-smi` on PATH reporting two A100 80GB cards (this machine has none)."""
+    bin_dir = tmp_path / "bin"
+    write(bin_dir / "nvidia-smi", "#!/bin/sh\nprintf 'NVIDIA A100-SXM4-80GB, 81920\\n"
+          "NVIDIA A100-SXM4-80GB, 81920\\n'\n").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+def test_gpus_are_detected_and_handed_out_by_index(home, fake_gpus, tmp_path):
+    task = write(tmp_path / "g.yaml", "resources: {accelerators: a100-80gb:1}\n"
+                 "run: echo \"gpus=$CUDA_VISIBLE_DEVICES of $SKYHOP_NUM_GPUS_PER_NODE\"\n")
+    result = sky("launch", str(task), "-c", "gpu")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "gpus=0 of 2"
+    assert status("gpu")["accelerators"] == {"A100-80GB": 2.0}
+    hold = write(tmp_path / "h.yaml", "resources: {accelerators: A100-80GB:1}\n"
+                 "run: echo $CUDA_VISIBLE_DEVICES; sleep 1\n")
+    sky("exec", "gpu", str(hold), "-d")
+    sky("exec", "gpu", str(hold), "-d")
+    both = write(tmp_path / "b.yaml", "resources: {accelerators: A100-80GB:2}\n"
+                 "run: echo $CUDA_VISIBLE_DEVICES\n")
+    assert sky("exec", "gpu", str(both)).stdout.strip() == "0,1"
+    jobs = {j["id"]: j for j in json.loads(sky("queue", "gpu", "--json").stdout)}
+    # The two 1-GPU jobs ran side by side on different GPUs; the 2-GPU job waited for both.
+    assert sorted(sky("logs", "gpu", str(i)).stdout.strip() for i in (2, 3)) == ["0", "1"]
+    assert jobs[4]["started_at"] >= max(jobs[2]["ended_at"], jobs[3]["ended_at"])
+    too_many = write(tmp_path / "t.yaml", "resources: {accelerators: A100-80GB:4}\nrun: true\n")
+    result = sky("launch", str(too_many), "-c", "gpu")
+    assert result.returncode == 2 and "2x A100-80GB" in result.stderr

@@ -36,3 +36,5 @@ class UnknownAcceleratorError(UserError):
 
 class InfeasibleError(UserError):
     """No placement satisfies the constraints."""
+
+    culprit: str | None = None  # the filter that removed the last candidates, when known

@@ -130,6 +130,7 @@ def select(catalog: Catalog, resources: Resources, *, num_nodes: int = 1,
                               hint="choose one of: " + ", ".join(c.providers))
     f = _Filter(c, np.arange(len(c)))
     explicit_shape = resources.instance_type is not None
+    owned_all = (c.flags & FLAG_OWNED) != 0
 
     if resources.accelerators:
         mask = np.zeros(len(c), dtype=bool)
@@ -142,7 +143,9 @@ def select(catalog: Catalog, resources: Resources, *, num_nodes: int = 1,
                 raise
             wanted.append(f"{canonical}:{count:g}")
             acc = c.accelerators.index(canonical)
-            mask |= (c.accelerator == acc) & (np.abs(c.accelerator_count - count) < 1e-6)
+            # A rented instance has exactly the count; an owned machine has room for it.
+            mask |= (c.accelerator == acc) & ((np.abs(c.accelerator_count - count) < 1e-6)
+                                              | (owned_all & (c.accelerator_count >= count)))
         f.apply(f"accelerators {' or '.join(wanted)}", mask)
     elif not explicit_shape:
         f.apply("no accelerators", c.accelerator[f.rows] < 0)
@@ -164,11 +167,15 @@ def select(catalog: Catalog, resources: Resources, *, num_nodes: int = 1,
                    & _memory_mask(c, f.rows, DEFAULT_MEMORY))
         f.apply(f"default shape: cpus {DEFAULT_CPUS}, memory {DEFAULT_MEMORY} GiB per vCPU",
                 owned | default)
-    if cpus is not None:
-        f.apply(f"cpus {cpus}", _amount_mask(c.vcpus[f.rows], cpus))
+    if cpus is not None:  # on an owned machine, an exact request is a demand it must hold
+        f.apply(f"cpus {cpus}", _amount_mask(c.vcpus[f.rows], cpus)
+                | (owned_all[f.rows] & (c.vcpus[f.rows] >= cpus.value)))
     if memory is not None:
         label = f"memory {memory}" + (" GiB per vCPU" if memory.per_cpu else " GiB")
-        f.apply(label, _memory_mask(c, f.rows, memory))
+        mask = _memory_mask(c, f.rows, memory)
+        if not memory.per_cpu:
+            mask |= owned_all[f.rows] & (c.memory_gib[f.rows] >= memory.amount.value)
+        f.apply(label, mask)
     if resources.accelerators and cpus is None and memory is None and not explicit_shape:
         f.apply("default host size for attached GPUs", _attached_host_default(c, f.rows))
 
@@ -233,7 +240,9 @@ def explain_empty(catalog: Catalog, selection: Selection, task_label: str,
         hint = f"before that, {len(rows)} offers matched, in {shown}"
         if cheapest is not None:
             hint += f"; the cheapest at ${cheapest:.2f}/h per node"
-    return InfeasibleError(
+    error = InfeasibleError(
         f"{task_label}: no offer satisfies {selection.resources.describe()}: "
         f"the last candidates were removed by '{culprit}'",
         where=where, hint=hint)
+    error.culprit = culprit
+    return error

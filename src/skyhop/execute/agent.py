@@ -43,6 +43,7 @@ def socket_name(cluster_dir: str) -> str:
 @dataclass
 class Running:
     job_id: int
+    gpu_ids: list[int] = field(default_factory=list)
     processes: list[Any] = field(default_factory=list)
     exit_codes: dict[int, int] = field(default_factory=dict)
     cancelled: bool = False
@@ -67,6 +68,9 @@ class Agent:
         self.db_lock = threading.Lock()
         self.secrets: dict[int, dict[str, str]] = {}
         self.finished: dict[int, list[asyncio.Event]] = {}  # log streams waiting on a job
+        # Whole GPUs are handed to jobs by index (CUDA_VISIBLE_DEVICES), so two jobs on one
+        # node never share a GPU they did not ask to share.
+        self.free_gpus = list(range(int(self.capacity["gpus"])))
         self.running: dict[int, Running] = {}
         self.last_active = time.time()
         self.autostop: dict[str, Any] = info.get("autostop") or {}
@@ -175,6 +179,10 @@ class Agent:
         self._sql("UPDATE jobs SET status=?, started_at=? WHERE id=?",
                   (RUNNING, time.time(), job_id))
         running = Running(job_id)
+        if job["gpus"] >= 1 and float(job["gpus"]).is_integer():
+            count = int(job["gpus"])
+            running.gpu_ids, self.free_gpus = self.free_gpus[:count], self.free_gpus[count:]
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, running.gpu_ids))
         self.running[job_id] = running
         n = job["num_nodes"]
         ips = [node.get("address") or "127.0.0.1" for node in self.nodes[:n]]
@@ -208,7 +216,9 @@ class Agent:
         self.loop.call_soon_threadsafe(self._job_done, running.job_id, status, exit_code)
 
     def _job_done(self, job_id: int, status: str, exit_code: int) -> None:
-        self.running.pop(job_id, None)
+        running = self.running.pop(job_id, None)
+        if running is not None:
+            self.free_gpus = sorted(self.free_gpus + running.gpu_ids)
         self._finish(job_id, status, exit_code)
 
     def _finish(self, job_id: int, status: str, exit_code: int | None) -> None:

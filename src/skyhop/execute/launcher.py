@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skyhop.errors import UserError
 from skyhop.execute import sync
@@ -24,6 +24,9 @@ from skyhop.spec.dag import Dag
 from skyhop.spec.task import Task
 from skyhop.state.clusters import ClusterStore
 from skyhop.state.records import INIT, STOPPED, UP, ClusterRecord, Node
+
+if TYPE_CHECKING:
+    from skyhop.optimizer.plan import Plan
 
 AGENT_DIR = ".skyhop/agent"  # under the head node's home
 
@@ -55,12 +58,32 @@ def launch_catalog():
     return catalog.merged(extra), [InfraPattern(p) for p in enabled]
 
 
-def plan(dag: Dag):
+def plan(dag: Dag) -> Plan:
     """Place every task on a provider that can launch here."""
+    from skyhop.errors import InfeasibleError
     from skyhop.optimizer import optimize
 
     catalog, allowed = launch_catalog()
-    return optimize(dag, catalog, allowed_infra=allowed)
+    try:
+        return optimize(dag, catalog, allowed_infra=allowed)
+    except InfeasibleError as exc:
+        if not (exc.culprit or "").startswith("allowed infra"):
+            raise
+        # The catalog has it, but not where we can launch: say what can launch here.
+        here = "; ".join(f"{o.provider} ({_shape(o)})" for name in registry.enabled()
+                         for o in registry.get(name).offers(catalog.accelerators))
+        raise InfeasibleError(
+            exc.message.split(": the last candidates")[0]
+            + f" on the providers that can launch here: {here}",
+            where=exc.where,
+            hint="`skyhop optimize FILE` shows where it would run on the clouds; cloud "
+                 "providers cannot launch yet in this version") from None
+
+
+def _shape(offer: Any) -> str:
+    gpus = (f"{offer.accelerator_count:g}x {offer.accelerator}" if offer.accelerator
+            else "no GPUs")
+    return f"this machine has {offer.vcpus:g} vCPUs, {offer.memory_gib:g} GiB, {gpus}"
 
 
 def resolve_env(task: Task, overrides: dict[str, str]) -> tuple[dict[str, str],
