@@ -317,3 +317,60 @@ def test_gpus_are_detected_and_handed_out_by_index(home, fake_gpus, tmp_path):
     too_many = write(tmp_path / "t.yaml", "resources: {accelerators: A100-80GB:4}\nrun: true\n")
     result = sky("launch", str(too_many), "-c", "gpu")
     assert result.returncode == 2 and "2x A100-80GB" in result.stderr
+
+
+def test_file_mounts_copy_local_files_and_dirs(home, tmp_path):
+    write(tmp_path / "src" / "a.txt", "A\n")
+    write(tmp_path / "src" / "sub" / "b.txt", "B\n")
+    write(tmp_path / "config.json", "{}\n")
+    task = write(tmp_path / "t.yaml", f"file_mounts:\n  ~/data: {tmp_path / 'src'}\n"
+                 f"  ~/etc/app.json: {tmp_path / 'config.json'}\n"
+                 "run: cat ~/data/a.txt ~/data/sub/b.txt ~/etc/app.json\n")
+    result = sky("launch", str(task), "-c", "fm")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["A", "B", "{}"]
+    bad = write(tmp_path / "bad.yaml", "file_mounts: {~/x: /no/such/path}\nrun: true\n")
+    result = sky("launch", str(bad), "-c", "fm2")
+    assert result.returncode == 2 and "/no/such/path" in result.stderr
+
+
+def test_state_on_postgresql(home, tmp_path, monkeypatch):
+    from pg import PostgresServer, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with PostgresServer() as server:
+        monkeypatch.setenv("SKYHOP_DB_URL", server.url)
+        result = sky("launch", str(EXAMPLES / "multinode.yaml"), "-c", "pgc")
+        assert result.returncode == 0, result.stderr
+        assert status("pgc")["num_nodes"] == 2
+        assert not (home / "state.db").exists()  # nothing went to SQLite
+        assert sky("down", "pgc", "-y").returncode == 0
+        assert status("pgc") is None
+        assert [r["cluster"] for r in json.loads(sky("cost-report", "--json").stdout)] == [
+            "pgc"]
+
+
+def test_optimize_considers_this_machine_only_when_asked(home):
+    plan = json.loads(sky("optimize", str(EXAMPLES / "hello.yaml"), "--json").stdout)
+    assert plan["tasks"][0]["provider"] != "local"
+    plan = json.loads(sky("optimize", str(EXAMPLES / "hello.yaml"), "--infra", "local",
+                          "--json").stdout)
+    assert plan["tasks"][0]["provider"] == "local" and plan["total_cost"] == 0
+
+
+def test_autostop_finds_the_state_without_skyhop_home(tmp_path, monkeypatch):
+    """Users rarely set SKYHOP_HOME: the agent must still reach ~/.skyhop of the client."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("SKYHOP_HOME", raising=False)
+    monkeypatch.delenv("SKYHOP_DB_URL", raising=False)
+    assert sky("launch", "true", "-c", "ah").returncode == 0
+    assert (tmp_path / ".skyhop" / "state.db").exists()
+    assert sky("autostop", "ah", "-i", "0").returncode == 0  # stop, not down
+    deadline = time.monotonic() + 30
+    while status("ah")["status"] != "STOPPED" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert status("ah")["status"] == "STOPPED"
+    assert sky("down", "ah", "-y").returncode == 0
+    assert processes_marked(f"{tmp_path}/.skyhop/") == []

@@ -79,14 +79,29 @@ def optimize(
         raise UserError("--budget must be a positive number of USD")
     allowed = [_option(_infra, text, "--infra") for text in infra or []]
     dag = load_dag(file)
-    plan = run_optimize(dag, minimize=minimize, deadline=deadline_hours, budget=budget,
-                        allowed_infra=allowed, blocklist=Blocklist.parse(block or []))
+    plan = run_optimize(dag, _catalog_for(dag, allowed), minimize=minimize,
+                        deadline=deadline_hours, budget=budget, allowed_infra=allowed,
+                        blocklist=Blocklist.parse(block or []))
     if as_json:
         _print_json(plan.to_json())
     else:
         from skyhop.cli.render import print_plan
 
         print_plan(plan, dag)
+
+
+def _catalog_for(dag, allowed):
+    """The shipped catalog; plus this machine when a task or --infra names `local`."""
+    from skyhop.catalog.catalog import load_catalog
+
+    catalog = load_catalog()
+    patterns = list(allowed) + [alt.infra for task in dag.tasks
+                                for alt in task.resources.alternatives() if alt.infra]
+    if any(p.provider == "local" for p in patterns):
+        from skyhop.provision import registry
+
+        catalog = catalog.merged(registry.get("local").offers(catalog.accelerators))
+    return catalog
 
 
 def _infra(text: str):

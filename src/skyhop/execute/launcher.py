@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets as secrets_module
 import sys
 import time
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from skyhop import paths
 from skyhop.errors import UserError
 from skyhop.execute import sync
 from skyhop.execute.agent_client import AgentClient
@@ -43,19 +45,24 @@ def new_cluster_name() -> str:
     return f"skyhop-{secrets_module.token_hex(3)}"
 
 
-def launch_catalog():
-    """The shipped catalog plus the offers of providers that describe themselves (local),
-    and the infra patterns of the providers that can launch here."""
+def launch_catalog(dag: Dag):
+    """The shipped catalog plus the offers of providers that describe themselves (the local
+    machine), and the infra patterns the plan may use: providers that can launch here. Your
+    own machine is chosen when no cloud can launch, or when a task asks for `infra: local`."""
     from skyhop.catalog.catalog import load_catalog
     from skyhop.spec.fields import InfraPattern
 
     catalog = load_catalog()
     enabled = registry.enabled()
+    clouds = [p for p in enabled if p != "local"]
+    wants_local = any(alt.infra is not None and alt.infra.provider == "local"
+                      for task in dag.tasks for alt in task.resources.alternatives())
+    allowed = clouds + (["local"] if "local" in enabled and (wants_local or not clouds)
+                        else [])
     extra = []
-    for name in enabled:
-        provider = registry.get(name)
-        extra.extend(provider.offers(catalog.accelerators))
-    return catalog.merged(extra), [InfraPattern(p) for p in enabled]
+    for name in allowed:
+        extra.extend(registry.get(name).offers(catalog.accelerators))
+    return catalog.merged(extra), [InfraPattern(p) for p in allowed]
 
 
 def plan(dag: Dag) -> Plan:
@@ -63,21 +70,29 @@ def plan(dag: Dag) -> Plan:
     from skyhop.errors import InfeasibleError
     from skyhop.optimizer import optimize
 
-    catalog, allowed = launch_catalog()
+    catalog, allowed = launch_catalog(dag)
     try:
         return optimize(dag, catalog, allowed_infra=allowed)
     except InfeasibleError as exc:
         if not (exc.culprit or "").startswith("allowed infra"):
             raise
         # The catalog has it, but not where we can launch: say what can launch here.
-        here = "; ".join(f"{o.provider} ({_shape(o)})" for name in registry.enabled()
-                         for o in registry.get(name).offers(catalog.accelerators))
+        here = _launchable(catalog, allowed)
         raise InfeasibleError(
             exc.message.split(": the last candidates")[0]
             + f" on the providers that can launch here: {here}",
             where=exc.where,
             hint="`skyhop optimize FILE` shows where it would run on the clouds; cloud "
                  "providers cannot launch yet in this version") from None
+
+
+def _launchable(catalog: Any, allowed: list[Any]) -> str:
+    """The providers a plan may use, with the shape of machines that describe themselves."""
+    parts = []
+    for pattern in allowed:
+        own = registry.get(pattern.provider).offers(catalog.accelerators)
+        parts.append(f"{pattern.provider} ({_shape(own[0])})" if own else pattern.provider)
+    return "; ".join(parts)
 
 
 def _shape(offer: Any) -> str:
@@ -158,8 +173,12 @@ class Launcher:
                              if record.autostop_minutes is not None else None)}
         info_path = Path(agent_dir) / "cluster.json"
         info_path.write_text(json.dumps(info))
+        # The agent runs `skyhop stop|down` for autostop: it must find this same state.
+        state_env = {"SKYHOP_HOME": str(paths.home())}
+        if os.environ.get("SKYHOP_DB_URL"):
+            state_env["SKYHOP_DB_URL"] = os.environ["SKYHOP_DB_URL"]
         head.run(f"nohup {sys.executable} -m skyhop.execute.agent {info_path} "
-                 f">> {agent_dir}/agent.log 2>&1 &")
+                 f">> {agent_dir}/agent.log 2>&1 &", env=state_env)
         AgentClient(record.name, agent_dir).wait_ready()
 
     def provision(self, name: str, task: Task, placement: Any) -> ClusterRecord:

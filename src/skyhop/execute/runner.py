@@ -71,6 +71,9 @@ class LocalRunner:
 
     def _env(self, env: dict[str, str] | None) -> dict[str, str]:
         merged = dict(os.environ)
+        # The node's home is its sandbox, as on a fresh VM: `~/data` in a file mount and
+        # `~/data` in the job are the same place, and nodes do not share dotfiles.
+        merged["HOME"] = str(self.node_dir)
         merged.update(env or {})
         merged[NODE_MARKER] = str(self.node_dir)
         return merged
