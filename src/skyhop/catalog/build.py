@@ -27,17 +27,18 @@ import math
 import re
 import sys
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from skyhop.catalog.accelerators import canonical_source_name
+from skyhop.catalog.offer import Offer
 from skyhop.catalog.schema import (
     DATA_DIR,
     FLAG_ARM64,
     FLAG_ATTACHED_GPU,
     FLAG_BURSTABLE,
+    FLAG_OWNED,
     NAMES_FILE,
     OFFER_DTYPE,
     OFFERS_FILE,
@@ -101,22 +102,6 @@ _BURSTABLE = {
 }
 
 
-@dataclass(slots=True)
-class Row:
-    provider: str
-    region: str
-    zone: str | None
-    instance_type: str
-    accelerator: str | None
-    accelerator_count: float
-    vcpus: float
-    memory_gib: float
-    accelerator_memory_gib: float
-    price: float
-    spot_price: float
-    flags: int
-
-
 def _num(text: str | None) -> float:
     text = (text or "").strip()
     return float(text) if text else math.nan
@@ -125,6 +110,10 @@ def _num(text: str | None) -> float:
 def _spot(text: str | None) -> float:
     value = _num(text)
     return value if value > 0 else math.nan  # Vast publishes 0.00 for "no spot price"
+
+
+def _price(value: float) -> float | None:
+    return None if math.isnan(value) else value
 
 
 def _accelerator_memory_gib(gpu_info: str, name: str, metadata: dict[str, float]) -> float:
@@ -161,26 +150,24 @@ _ARM = {
 }
 
 
-def _flags(provider: str, instance_type: str, arch: str = "") -> int:
-    flags = 0
-    pattern = _BURSTABLE.get(provider)
-    if pattern is not None and pattern.search(instance_type):
-        flags |= FLAG_BURSTABLE
+def _traits(provider: str, instance_type: str, arch: str = "") -> dict[str, object]:
+    """Whether the type is burstable, and its CPU architecture."""
+    burstable = _BURSTABLE.get(provider)
     arm = _ARM.get(provider)
-    if arch == "arm64" or (arm is not None and arm.search(instance_type)):
-        flags |= FLAG_ARM64
-    return flags
+    return {"burstable": bool(burstable is not None and burstable.search(instance_type)),
+            "arch": "arm64" if arch == "arm64" or (arm is not None and arm.search(
+                instance_type)) else "x86_64"}
 
 
 def _generic_rows(provider: str, records: list[dict[str, str]],
-                  metadata: dict[str, float]) -> list[Row]:
+                  metadata: dict[str, float]) -> list[Offer]:
     rows = []
     for r in records:
         name = canonical_source_name(r.get("AcceleratorName", "").strip()) or None
         count = _num(r.get("AcceleratorCount"))
         if name is None or not count > 0:
             name, count = None, 0.0
-        rows.append(Row(
+        rows.append(Offer(
             provider=provider,
             region=r["Region"].strip(),
             zone=(r.get("AvailabilityZone") or "").strip() or None,
@@ -191,9 +178,9 @@ def _generic_rows(provider: str, records: list[dict[str, str]],
             memory_gib=_num(r.get("MemoryGiB")),
             accelerator_memory_gib=(_accelerator_memory_gib(r.get("GpuInfo", ""), name, metadata)
                                     if name else math.nan),
-            price=_num(r.get("Price")),
-            spot_price=_spot(r.get("SpotPrice")),
-            flags=_flags(provider, r["InstanceType"].strip(), (r.get("Arch") or "").strip()),
+            price=_price(_num(r.get("Price"))),
+            spot_price=_price(_spot(r.get("SpotPrice"))),
+            **_traits(provider, r["InstanceType"].strip(), (r.get("Arch") or "").strip()),
         ))
     return rows
 
@@ -202,10 +189,10 @@ def _sum(a: float, b: float) -> float:
     return a + b if not (math.isnan(a) or math.isnan(b)) else math.nan
 
 
-def _gcp_rows(records: list[dict[str, str]], metadata: dict[str, float]) -> list[Row]:
+def _gcp_rows(records: list[dict[str, str]], metadata: dict[str, float]) -> list[Offer]:
     """Join GCP host rows and accelerator rows into whole-VM offers."""
     hosts: dict[str, dict[str, dict[str, str]]] = {}  # zone -> instance type -> record
-    rows: list[Row] = []
+    rows: list[Offer] = []
     accelerator_records = []
     for r in records:
         itype = r["InstanceType"].strip()
@@ -235,7 +222,7 @@ def _gcp_rows(records: list[dict[str, str]], metadata: dict[str, float]) -> list
         for host_type in host_types:
             host = zone_hosts.get(host_type)
             attached = host_type.startswith("n1-")
-            rows.append(Row(
+            rows.append(Offer(
                 provider="gcp",
                 region=acc["Region"].strip(),
                 zone=acc["AvailabilityZone"].strip(),
@@ -246,20 +233,21 @@ def _gcp_rows(records: list[dict[str, str]], metadata: dict[str, float]) -> list
                 memory_gib=_num(host["MemoryGiB"]) if host else math.nan,
                 accelerator_memory_gib=acc_mem,
                 # TPU VMs: the host VM is included in the TPU price.
-                price=_sum(_num(host["Price"]), _num(acc["Price"])) if host else _num(acc["Price"]),
-                spot_price=(_sum(_spot(host["SpotPrice"]), _spot(acc["SpotPrice"])) if host
-                            else _spot(acc["SpotPrice"])),
-                flags=FLAG_ATTACHED_GPU if attached else 0,
+                price=_price(_sum(_num(host["Price"]), _num(acc["Price"])) if host
+                             else _num(acc["Price"])),
+                spot_price=_price(_sum(_spot(host["SpotPrice"]), _spot(acc["SpotPrice"]))
+                                  if host else _spot(acc["SpotPrice"])),
+                burstable=False, arch="x86_64", attached_host=attached,
             ))
     return rows
 
 
-def load_rows(data_dir: Path) -> list[Row]:
+def load_rows(data_dir: Path) -> list[Offer]:
     """Every offer from every provider's source file, normalised."""
     catalog_dir = data_dir / "catalog"
     metadata = {r["GPU"]: float(r["MemoryGB"])
                 for r in _read(catalog_dir / "v7/common/metadata.csv") if r.get("MemoryGB")}
-    rows: list[Row] = []
+    rows: list[Offer] = []
     aws_families: set[str] = set()
     for provider, rel in SOURCES:
         records = _read(catalog_dir / rel)
@@ -273,10 +261,19 @@ def load_rows(data_dir: Path) -> list[Row]:
             aws_families = {r["InstanceType"].split(".")[0] for r in records}
         rows.extend(_generic_rows(provider, records, metadata))
     # Offers with neither an on-demand nor a spot price cannot be planned.
-    return [r for r in rows if not (math.isnan(r.price) and math.isnan(r.spot_price))]
+    return [r for r in rows if not (r.price is None and r.spot_price is None)]
 
 
-def to_arrays(rows: list[Row]) -> tuple[np.ndarray, dict[str, list]]:
+def _flag_bits(o: Offer) -> int:
+    return ((FLAG_BURSTABLE if o.burstable else 0) | (FLAG_ARM64 if o.arch == "arm64" else 0)
+            | (FLAG_OWNED if o.owned else 0) | (FLAG_ATTACHED_GPU if o.attached_host else 0))
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def to_arrays(rows: list[Offer]) -> tuple[np.ndarray, dict[str, list]]:
     rows = sorted(rows, key=lambda r: (r.provider, r.region, r.zone or "", r.instance_type,
                                        r.accelerator or "", r.accelerator_count))
     providers = sorted({r.provider for r in rows})
@@ -293,8 +290,9 @@ def to_arrays(rows: list[Row]) -> tuple[np.ndarray, dict[str, list]]:
     for i, r in enumerate(rows):
         out[i] = (p_idx[r.provider], r_idx[(r.provider, r.region)],
                   z_idx[r.zone] if r.zone else -1, t_idx[r.instance_type],
-                  a_idx[r.accelerator] if r.accelerator else -1, r.accelerator_count,
-                  r.vcpus, r.memory_gib, r.accelerator_memory_gib, r.price, r.spot_price, r.flags)
+                  a_idx[r.accelerator] if r.accelerator else -1,
+                  r.accelerator_count if r.accelerator else 0.0, r.vcpus, r.memory_gib,
+                  r.accelerator_memory_gib, _nan(r.price), _nan(r.spot_price), _flag_bits(r))
     names = {
         "providers": providers,
         "regions": [[p_idx[p], name] for p, name in regions],

@@ -17,6 +17,7 @@ from skyhop.catalog.offer import Offer
 from skyhop.catalog.schema import (
     DATA_DIR,
     FLAG_ARM64,
+    FLAG_ATTACHED_GPU,
     FLAG_BURSTABLE,
     FLAG_OWNED,
     NAMES_FILE,
@@ -83,6 +84,7 @@ class Catalog:
             burstable=bool(row["flags"] & FLAG_BURSTABLE),
             arch="arm64" if row["flags"] & FLAG_ARM64 else "x86_64",
             owned=bool(row["flags"] & FLAG_OWNED),
+            attached_host=bool(row["flags"] & FLAG_ATTACHED_GPU),
         )
 
     def restrict(self, providers: Sequence[str]) -> Catalog:
@@ -94,18 +96,9 @@ class Catalog:
     @classmethod
     def from_offers(cls, offers: Sequence[Offer]) -> Catalog:
         """Build a small catalog from Offer objects (tests, simulations, own machines)."""
-        from skyhop.catalog.build import Row, to_arrays
+        from skyhop.catalog.build import to_arrays
 
-        rows = [Row(o.provider, o.region, o.zone, o.instance_type, o.accelerator,
-                    o.accelerator_count if o.accelerator else 0.0, o.vcpus, o.memory_gib,
-                    o.accelerator_memory_gib,
-                    math.nan if o.price is None else o.price,
-                    math.nan if o.spot_price is None else o.spot_price,
-                    (FLAG_BURSTABLE if o.burstable else 0)
-                    | (FLAG_ARM64 if o.arch == "arm64" else 0)
-                    | (FLAG_OWNED if o.owned else 0))
-                for o in offers]
-        offers_array, names = to_arrays(rows)
+        offers_array, names = to_arrays(list(offers))
         return cls(offers_array, names)
 
     def merged(self, extra: Sequence[Offer]) -> Catalog:

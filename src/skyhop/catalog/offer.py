@@ -24,6 +24,7 @@ class Offer:
     burstable: bool
     arch: str
     owned: bool = False  # the user's own machine, not rented
+    attached_host: bool = False  # a host VM with GPUs attached (GCP N1): host shape is free
 
     def hourly(self, spot: bool) -> float | None:
         return self.spot_price if spot else self.price
