@@ -3,7 +3,8 @@ DAG, the catalog and the constraints handed to it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,9 +25,13 @@ OBJECTIVES = ("cost", "time")
 def optimize(dag: Dag | Task, catalog: Catalog | None = None, *, minimize: str = "cost",
              deadline: float | None = None, budget: float | None = None,
              allowed_infra: Sequence[InfraPattern] = (),
-             blocklist: Blocklist | None = None) -> Plan:
+             blocklist: Blocklist | None = None,
+             availability: Mapping[Any, float] | None = None,
+             min_availability: float = 0.0) -> Plan:
     """Place every task of `dag`. `deadline` (hours) bounds completion time when minimising
-    cost; `budget` (USD) bounds total cost when minimising time."""
+    cost; `budget` (USD) bounds total cost when minimising time. `availability` (the
+    tracker's estimates, Key -> 0..1) skips places below `min_availability` while others
+    remain."""
     if isinstance(dag, Task):
         dag = Dag([dag])
     if minimize not in OBJECTIVES:
@@ -42,7 +47,9 @@ def optimize(dag: Dag | Task, catalog: Catalog | None = None, *, minimize: str =
     catalog = catalog or load_catalog()
     time_matters = minimize == "time" or deadline is not None
     full, cands, edge_gb = build_candidates(dag, catalog, time_matters=time_matters,
-                                            allowed_infra=allowed_infra, blocklist=blocklist)
+                                            allowed_infra=allowed_infra, blocklist=blocklist,
+                                            availability=availability,
+                                            min_availability=min_availability)
 
     if all(len(c) == 1 for c in cands):
         choice, solver = [0] * len(cands), "direct"

@@ -10,8 +10,9 @@ plus the most egress the task's edges could save is never optimal either.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -101,7 +102,9 @@ def _input_cost(task: Task, catalog: Catalog, region: np.ndarray) -> np.ndarray:
 
 def task_candidates(task: Task, index: int, catalog: Catalog, *,
                     allowed_infra: Sequence[InfraPattern] = (),
-                    blocklist: Blocklist | None = None) -> Candidates:
+                    blocklist: Blocklist | None = None,
+                    availability: Mapping[Any, float] | None = None,
+                    min_availability: float = 0.0) -> Candidates:
     """Every offer that can run `task`, over all its resource alternatives."""
     selections: list[Selection] = []
     where = task.where("resources")
@@ -124,12 +127,38 @@ def task_candidates(task: Task, index: int, catalog: Catalog, *,
     rows = np.concatenate([s.rows for s in live])
     spot = np.concatenate([np.full(len(s), s.use_spot) for s in live])
     hourly = np.concatenate([s.hourly for s in live])
+    if availability and min_availability > 0:
+        likely = _likely_available(catalog, rows, spot, availability, min_availability)
+        if likely.any():  # skip unlikely places, unless nothing else is left
+            rows, spot, hourly = rows[likely], spot[likely], hourly[likely]
     hours = _hours_for(task, catalog, rows)
     region = catalog.region[rows].astype(np.int64)
     return Candidates(rows=rows, spot=spot, hourly=hourly, hours=hours,
                       compute_cost=hourly * task.num_nodes * hours,
                       input_cost=_input_cost(task, catalog, region), region=region,
                       provider=catalog.provider[rows].astype(np.int64))
+
+
+def _likely_available(catalog: Catalog, rows: np.ndarray, spot: np.ndarray,
+                      availability: Mapping[Any, float], threshold: float) -> np.ndarray:
+    """Mask of rows whose observed availability (tracker Key -> p) is not below threshold;
+    places never observed count as available."""
+    keep = np.ones(len(rows), dtype=bool)
+    zone_index = {z: i for i, z in enumerate(catalog.zones)}
+    type_index = {t: i for i, t in enumerate(catalog.instance_types)}
+    for key, p in availability.items():
+        if p >= threshold or key.provider not in catalog.providers:
+            continue
+        mask = ((catalog.provider[rows] == catalog.providers.index(key.provider))
+                & (catalog.instance_type[rows] == type_index.get(key.instance_type, -2))
+                & (spot == key.spot))
+        if key.zone is not None:
+            mask &= catalog.zone[rows] == zone_index.get(key.zone, -2)
+        elif key.region is not None:
+            regions = catalog.region_names
+            mask &= np.array([regions[r] == key.region for r in catalog.region[rows]])
+        keep &= ~mask
+    return keep
 
 
 def max_egress_rate() -> float:
@@ -172,7 +201,9 @@ def prune(cands: Candidates, *, time_matters: bool, slack: float) -> Candidates:
 
 def build_candidates(dag: Dag, catalog: Catalog, *, time_matters: bool,
                      allowed_infra: Sequence[InfraPattern] = (),
-                     blocklist: Blocklist | None = None
+                     blocklist: Blocklist | None = None,
+                     availability: Mapping[Any, float] | None = None,
+                     min_availability: float = 0.0
                      ) -> tuple[list[Candidates], list[Candidates], list[float]]:
     """(all candidates, pruned candidates, edge data in GB) for every task of the DAG."""
     cache: dict[tuple, Candidates] = {}
@@ -183,7 +214,8 @@ def build_candidates(dag: Dag, catalog: Catalog, *, time_matters: bool,
                tuple((r.uri, r.gigabytes, r.region) for r in task.inputs))
         if key not in cache:
             cache[key] = task_candidates(task, i, catalog, allowed_infra=allowed_infra,
-                                         blocklist=blocklist)
+                                         blocklist=blocklist, availability=availability,
+                                         min_availability=min_availability)
         full.append(cache[key])
     edge_gb = [dag.tasks[u].output_gigabytes for u, _ in dag.edges]
     slack = np.zeros(len(dag.tasks))

@@ -15,7 +15,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 metadata = MetaData()
 
@@ -73,5 +73,20 @@ events = Table(
     Column("cluster", String(128), index=True),
     Column("at", Float, nullable=False),
     Column("kind", String(32), nullable=False),
+    Column("message", Text),
+)
+
+# Every provisioning attempt and its outcome (the tracker's observations).
+attempts = Table(
+    "attempts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False, index=True),
+    Column("cluster", String(128)),
+    Column("provider", String(32), nullable=False),
+    Column("region", String(128)),
+    Column("zone", String(128)),
+    Column("instance_type", String(128), nullable=False),
+    Column("spot", Integer, nullable=False),
+    Column("outcome", String(32), nullable=False),
     Column("message", Text),
 )

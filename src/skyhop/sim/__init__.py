@@ -1,0 +1,1 @@
+"""Simulated providers driven by real availability traces on a virtual clock."""
