@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from skyhop.errors import UserError
 from skyhop.execute.launcher import Launcher, LaunchResult, new_cluster_name, plan
@@ -36,13 +37,37 @@ def load(task: Task | Dag | str | Path) -> Dag:
     return Dag([Task(run=text)])
 
 
+def with_infra(dag: Dag, infra: str | None) -> Dag:
+    """The DAG with every task (and each of its alternatives) restricted to `infra`."""
+    if not infra:
+        return dag
+    from skyhop.spec.fields import parse_infra
+
+    try:
+        pattern = parse_infra(infra)
+    except ValueError as exc:
+        raise UserError(f"--infra: {exc}") from None
+
+    def restrict(resources: Any) -> Any:
+        update: dict[str, Any] = {"infra": pattern}
+        for field in ("any_of", "ordered"):
+            options = getattr(resources, field)
+            if options:
+                update[field] = tuple(o.model_copy(update={"infra": pattern}) for o in options)
+        return resources.model_copy(update=update)
+
+    tasks = [t.model_copy(update={"resources": restrict(t.resources)}) for t in dag.tasks]
+    return Dag(tasks, dag.edges, dag.name)
+
+
 def launch(task: Task | Dag | str | Path, cluster_name: str | None = None, *,
            detach: bool = False, env: dict[str, str] | None = None, down: bool = False,
-           reporter: Reporter | None = None) -> LaunchResult:
+           reporter: Reporter | None = None, retry_until_up: bool = False,
+           infra: str | None = None) -> LaunchResult:
     """Plan, provision (or reuse `cluster_name`), sync, set up and run. A DAG runs its tasks
     in dependency order, each on its own cluster `<name>-<task>`; the first failure stops it.
     With `down`, clusters are taken down once their task ends."""
-    dag = load(task)
+    dag = with_infra(load(task), infra)
     launcher = Launcher(reporter=reporter or PlainReporter())
     the_plan = plan(dag)
     for placement in the_plan.tasks:
@@ -59,7 +84,7 @@ def launch(task: Task | Dag | str | Path, cluster_name: str | None = None, *,
         name = base if len(dag) == 1 else f"{base}-{task_obj.name or index + 1}"
         try:
             result = launcher.launch_task(task_obj, the_plan.tasks[index], name, env or {},
-                                          detach)
+                                          detach, retry_until_up)
         finally:
             if down and not detach:
                 launcher.teardown(name)

@@ -71,6 +71,11 @@ def register(app: typer.Typer) -> None:
         down: Annotated[bool, typer.Option("--down", help="Take the cluster down when the "
                                                           "job ends.")] = False,
         env: EnvOption = None,
+        infra: Annotated[str | None, typer.Option(
+            "--infra", help="Run only here: aws, aws/us-east-1, ssh/lab, local...")] = None,
+        retry_until_up: Annotated[bool, typer.Option(
+            "--retry-until-up", help="When every place fails, wait and try again (with "
+                                     "backoff) until the cluster is up.")] = False,
         yes: YesOption = False,
     ) -> None:
         """Plan, provision (or reuse), sync, set up and run; stream the output."""
@@ -80,11 +85,12 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             from skyhop.cli.render import print_plan
 
-            dag = sdk.load(task)
+            dag = sdk.with_infra(sdk.load(task), infra)
             print_plan(sdk.plan(dag), dag)
             return
         result = sdk.launch(task, cluster, detach=detach, env=env_values, down=down,
-                            reporter=RichReporter())
+                            reporter=RichReporter(), retry_until_up=retry_until_up,
+                            infra=infra)
         if detach:
             typer.echo(f"job {result.job_id} queued on {result.cluster}; "
                        f"`skyhop logs {result.cluster} {result.job_id} --follow`", err=True)

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from skyhop.cli import clusters
+from skyhop.cli import clusters, tracker
 from skyhop.errors import UserError
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ catalog_app = typer.Typer(help="Browse offers and prices of every provider.",
                           no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 clusters.register(app)
+tracker.register(app)
 
 _state = {"debug": False}
 

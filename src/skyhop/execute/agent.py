@@ -56,7 +56,7 @@ class Agent:
         self.dir = Path(info["agent_dir"])
         self.dir.mkdir(parents=True, exist_ok=True)
         self.nodes: list[dict[str, Any]] = info["nodes"]
-        self.runners: list[Runner] = [LocalRunner(Path(n["dir"])) for n in self.nodes]
+        self.runners: list[Runner] = [_node_runner(n) for n in self.nodes]
         self.capacity = {"gpus": float(info.get("gpus_per_node", 0)),
                          "cpus": float(info.get("cpus_per_node", 1))}
         self.db = sqlite3.connect(self.dir / "jobs.db", check_same_thread=False)
@@ -346,6 +346,16 @@ class Agent:
                 await asyncio.wait_for(self.changed.wait(), timeout=1.0)
         while self.running:  # let cancelled jobs finish dying
             await asyncio.sleep(0.05)
+
+
+def _node_runner(node: dict[str, Any]) -> Runner:
+    """This machine's node directly; other machines' nodes with the OpenSSH client."""
+    ssh = node.get("ssh")
+    if ssh:
+        from skyhop.execute.remote import OpenSSHRunner
+
+        return OpenSSHRunner(node["address"], ssh["user"], ssh["key"], int(ssh.get("port", 22)))
+    return LocalRunner(Path(node["dir"]).expanduser())
 
 
 def rank_env(cluster: str, job: dict[str, Any], rank: int, ips: list[str], gpus: float,

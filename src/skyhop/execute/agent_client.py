@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from skyhop.errors import UserError
 from skyhop.execute.agent import socket_name
+from skyhop.execute.runner import connect_unix
 
 
 class AgentUnreachable(UserError):
@@ -17,21 +17,21 @@ class AgentUnreachable(UserError):
 
 
 class AgentClient:
-    def __init__(self, cluster: str, agent_dir: str):
+    def __init__(self, cluster: str, agent_dir: str,
+                 connect: Callable[[str, float | None], Any] | None = None):
+        """`connect(address, timeout)` opens a socket-like stream to the agent: a local
+        Unix socket by default, an SSH channel for a remote head node."""
         self.cluster = cluster
         self.address = socket_name(agent_dir)
+        self._open = connect or connect_unix
 
-    def _connect(self, timeout: float | None = 10.0) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
+    def _connect(self, timeout: float | None = 10.0) -> Any:
         try:
-            sock.connect(self.address)
+            return self._open(self.address, timeout)
         except OSError:
-            sock.close()
             raise AgentUnreachable(f"the agent of cluster {self.cluster!r} does not answer",
                                    hint=f"is it up? `skyhop status`; `skyhop start "
                                         f"{self.cluster}` restarts a stopped cluster") from None
-        return sock
 
     def _lines(self, request: dict[str, Any], timeout: float | None = 10.0
                ) -> Iterator[dict[str, Any]]:
@@ -99,3 +99,4 @@ class AgentClient:
                 raise UserError(f"cluster {self.cluster!r}: {message.get('error')}")
         raise AgentUnreachable(f"the agent of cluster {self.cluster!r} went away while "
                                "streaming logs")
+

@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import secrets as secrets_module
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,9 +18,10 @@ from skyhop.errors import UserError
 from skyhop.execute import sync
 from skyhop.execute.agent_client import AgentClient
 from skyhop.execute.report import PlainReporter, Reporter
-from skyhop.execute.runner import Runner
+from skyhop.execute.runner import LocalRunner, Runner
+from skyhop.execute.ssh_runner import SSHRunner
 from skyhop.provision import registry
-from skyhop.provision.base import ClusterSpec, Instance
+from skyhop.provision.base import Instance
 from skyhop.spec.dag import Dag
 from skyhop.spec.task import Task
 from skyhop.state.clusters import ClusterStore
@@ -31,6 +31,23 @@ if TYPE_CHECKING:
     from skyhop.optimizer.plan import Plan
 
 AGENT_DIR = ".skyhop/agent"  # under the head node's home
+NODE_KEY = "~/.skyhop/keys/node-key"  # on the head of a multi-node SSH cluster
+
+
+def _row(task: Task, placement: Any) -> dict[str, Any]:
+    """The cluster row's description of a placement."""
+    return {"provider": placement.provider, "num_nodes": task.num_nodes,
+            "hourly_price": placement.hourly_price, "region": placement.region,
+            "zone": placement.zone, "instance_type": placement.instance_type,
+            "accelerators": placement.accelerators, "use_spot": placement.use_spot,
+            "resources": {"vcpus": placement.vcpus, "memory_gib": placement.memory_gib}}
+
+
+def _owner() -> str:
+    import getpass
+    import socket
+
+    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 @dataclass
@@ -73,8 +90,14 @@ def plan(dag: Dag) -> Plan:
     catalog, allowed = launch_catalog(dag)
     try:
         return optimize(dag, catalog, allowed_infra=allowed)
-    except InfeasibleError as exc:
-        if not (exc.culprit or "").startswith("allowed infra"):
+    except UserError as exc:
+        problems = [line for p in allowed
+                    for line in getattr(registry.get(p.provider), "diagnose", list)()]
+        if problems:  # e.g. pool hosts that could not be reached: the real reason
+            exc.message += "\n" + "\n".join(f"  {line}" for line in problems)
+            exc.args = (exc.message,)
+        if not isinstance(exc, InfeasibleError) or not (exc.culprit or "").startswith(
+                "allowed infra"):
             raise
         # The catalog has it, but not where we can launch: say what can launch here.
         here = _launchable(catalog, allowed)
@@ -82,8 +105,8 @@ def plan(dag: Dag) -> Plan:
             exc.message.split(": the last candidates")[0]
             + f" on the providers that can launch here: {here}",
             where=exc.where,
-            hint="`skyhop optimize FILE` shows where it would run on the clouds; cloud "
-                 "providers cannot launch yet in this version") from None
+            hint="`skyhop optimize FILE` shows where it would run on every cloud; "
+                 "`skyhop check` shows which providers can launch here and why not") from None
 
 
 def _launchable(catalog: Any, allowed: list[Any]) -> str:
@@ -157,50 +180,56 @@ class Launcher:
                                                       n.info)) for n in record.nodes]
 
     def agent(self, record: ClusterRecord) -> AgentClient:
-        return AgentClient(record.name, record.handle["agent_dir"])
+        head = self.runners(record)[0]
+        return AgentClient(record.name, record.handle["agent_dir"], head.connect_agent)
 
     def _start_agent(self, record: ClusterRecord) -> None:
-        head = self.runners(record)[0]
+        runners = self.runners(record)
+        head = runners[0]
         agent_dir = head.resolve(f"~/{AGENT_DIR}")
-        Path(agent_dir).mkdir(parents=True, exist_ok=True)
-        info = {"name": record.name, "agent_dir": agent_dir,
-                "nodes": [{"rank": n.rank, "address": n.address, "dir": n.info.get("dir")}
-                          for n in record.nodes],
+        nodes = []
+        for node, runner in zip(record.nodes, runners, strict=True):
+            entry = {"rank": node.rank, "address": node.info.get("private_ip") or node.address,
+                     "dir": node.info.get("dir") or runner.home}
+            if node.rank > 0 and isinstance(runner, SSHRunner):
+                # the head reaches the other nodes itself, with the same key
+                entry["ssh"] = {"user": runner.user, "port": runner.port, "key": NODE_KEY}
+            nodes.append(entry)
+        if any("ssh" in n for n in nodes):
+            head.write_file(NODE_KEY, Path(runners[1].key_path).read_bytes())
+        info = {"name": record.name, "agent_dir": agent_dir, "nodes": nodes,
                 "gpus_per_node": sum((record.accelerators or {}).values()),
                 "cpus_per_node": (record.resources or {}).get("vcpus") or 1,
                 "autostop": ({"idle_minutes": record.autostop_minutes,
                               "down": record.autostop_down}
                              if record.autostop_minutes is not None else None)}
-        info_path = Path(agent_dir) / "cluster.json"
-        info_path.write_text(json.dumps(info))
-        # The agent runs `skyhop stop|down` for autostop: it must find this same state.
-        state_env = {"SKYHOP_HOME": str(paths.home())}
-        if os.environ.get("SKYHOP_DB_URL"):
-            state_env["SKYHOP_DB_URL"] = os.environ["SKYHOP_DB_URL"]
-        head.run(f"nohup {sys.executable} -m skyhop.execute.agent {info_path} "
-                 f">> {agent_dir}/agent.log 2>&1 &", env=state_env)
-        AgentClient(record.name, agent_dir).wait_ready()
+        info_path = f"{agent_dir}/cluster.json"
+        head.write_file(info_path, json.dumps(info).encode())
+        env = {}
+        if isinstance(head, LocalRunner):
+            # The agent runs `skyhop stop|down` for autostop: it must find this same state.
+            env["SKYHOP_HOME"] = str(paths.home())
+            if os.environ.get("SKYHOP_DB_URL"):
+                env["SKYHOP_DB_URL"] = os.environ["SKYHOP_DB_URL"]
+        python = head.python()
+        code = head.run(f"nohup {python} -m skyhop.execute.agent {info_path} "
+                        f">> {agent_dir}/agent.log 2>&1 &", env=env, cwd="~")
+        if code != 0:
+            raise UserError(f"cluster {record.name!r}: the agent could not be started "
+                            f"(exit code {code})")
+        self.agent(self.store.get(record.name) or record).wait_ready()
 
-    def provision(self, name: str, task: Task, placement: Any) -> ClusterRecord:
-        provider = registry.get(placement.provider)
-        offer_shape = {"vcpus": placement.vcpus, "memory_gib": placement.memory_gib}
-        if not self.store.reserve(
-                name, provider=placement.provider, num_nodes=task.num_nodes,
-                hourly_price=placement.hourly_price, region=placement.region,
-                zone=placement.zone, instance_type=placement.instance_type,
-                accelerators=placement.accelerators, use_spot=placement.use_spot,
-                resources=offer_shape):
+    def provision(self, name: str, task: Task, placement: Any,
+                  retry_until_up: bool = False) -> ClusterRecord:
+        """Create the cluster, failing over across zones, regions and providers."""
+        if not self.store.reserve(name, **_row(task, placement)):
             return self._wait_for(name)
-        self.reporter.stage("provision", f"{name}: {task.num_nodes} x {placement.instance_type}"
-                            f" on {placement.infra}")
         try:
-            instances = provider.provision(ClusterSpec(name, task.num_nodes,
-                                                       {"skyhop-cluster": name}),
-                                           placement, task.num_nodes)
+            placement, instances = self._provision_with_failover(name, task, placement,
+                                                                 retry_until_up)
+            provider = registry.get(placement.provider)
             self.store.set_nodes(name, [Node(i.rank, i.instance_id, i.address, i.info)
                                         for i in instances])
-            record = self.store.get(name)
-            assert record is not None
             head_home = provider.runner(name, instances[0]).resolve(f"~/{AGENT_DIR}")
             self.store.update(name, handle={"agent_dir": head_home})
             record = self.store.get(name)
@@ -215,6 +244,29 @@ class Launcher:
         assert record is not None
         self.store.open_usage(record)
         return record
+
+    def _provision_with_failover(self, name: str, task: Task, placement: Any,
+                                 retry_until_up: bool) -> tuple[Any, list[Instance]]:
+        from skyhop.provision.provisioner import Provisioner
+        from skyhop.tracker.store import TrackerStore
+
+        catalog, allowed = launch_catalog(Dag([task]))
+        attempts = TrackerStore(self.store.engine)
+        provisioner = Provisioner(
+            catalog, allowed, registry.get, tracker=attempts.tracker(time.time()),
+            record=lambda attempt: attempts.record(attempt, cluster=name),
+            report=lambda message: self.reporter.stage("provision", message))
+
+        def on_placement(where: Any) -> None:
+            self.store.update(name, **_row(task, where))  # intent before any spending
+            self.reporter.stage("provision", f"{name}: {task.num_nodes} x "
+                                f"{where.instance_type} on {where.infra} "
+                                f"(${where.hourly_price:.2f}/h per node)")
+
+        placement, instances, _ = provisioner.provision(
+            name, task, first=placement, on_placement=on_placement,
+            retry_until_up=retry_until_up, tags={"skyhop-owner": _owner()})
+        return placement, instances
 
     def _wait_for(self, name: str, timeout: float = 300.0) -> ClusterRecord:
         """Another process is creating this cluster: wait for it, then reuse it."""
@@ -245,13 +297,14 @@ class Launcher:
         provider.teardown(name)
         self.store.remove(name)
 
-    def ensure_up(self, name: str, task: Task, placement: Any) -> ClusterRecord:
+    def ensure_up(self, name: str, task: Task, placement: Any,
+                  retry_until_up: bool = False) -> ClusterRecord:
         record = self.store.get(name)
         if record is None:
-            return self.provision(name, task, placement)
+            return self.provision(name, task, placement, retry_until_up)
         if record.status == INIT:  # an interrupted launch: start over
             self.teardown(name)
-            return self.provision(name, task, placement)
+            return self.provision(name, task, placement, retry_until_up)
         misfit = why_not_fits(record, task)
         if misfit:
             raise UserError(f"cluster {name!r} cannot run this task: {misfit}",
@@ -345,10 +398,11 @@ class Launcher:
         return LaunchResult(record.name, job_id, job["exit_code"])
 
     def launch_task(self, task: Task, placement: Any, cluster: str | None,
-                    env_overrides: dict[str, str], detach: bool) -> LaunchResult:
+                    env_overrides: dict[str, str], detach: bool,
+                    retry_until_up: bool = False) -> LaunchResult:
         envs, secret_values = resolve_env(task, env_overrides)
         name = cluster or new_cluster_name()
-        record = self.ensure_up(name, task, placement)
+        record = self.ensure_up(name, task, placement, retry_until_up)
         self.sync(record, task)
         code = self.setup(record, task, {**envs, **secret_values})
         if code != 0:

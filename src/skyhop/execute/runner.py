@@ -61,6 +61,23 @@ class LocalRunner:
     def __init__(self, node_dir: Path):
         self.node_dir = Path(node_dir)
         self.home = str(self.node_dir)
+        self.label = f"local node {self.node_dir.name}"
+
+    def python(self) -> str:
+        """How to run skyhop's node-side code (the agent) on this node."""
+        import shlex
+        import sys
+
+        return shlex.quote(sys.executable)
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        target = Path(self.resolve(path))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        target.chmod(mode)
+
+    def connect_agent(self, address: str, timeout: float | None = 10.0):
+        return connect_unix(address, timeout)
 
     def resolve(self, path: str) -> str:
         if path == "~" or path.startswith("~/"):
@@ -128,6 +145,20 @@ class LocalRunner:
                 st = path.lstat()
                 out[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns)
         return out
+
+
+def connect_unix(address: str, timeout: float | None = 10.0):
+    """A connected socket to a Unix socket on this machine (OSError when none listens)."""
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _stat(pid: str) -> tuple[str, int] | None:

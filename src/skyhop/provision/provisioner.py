@@ -24,8 +24,9 @@ from skyhop.spec.dag import Dag
 from skyhop.spec.task import Task
 from skyhop.tracker.tracker import OK, Attempt, Key, Tracker
 
-# Skip places whose estimated availability is below this while others remain: two recent
-# failures bring a place to ~0.25 (tracker/tracker.py); one success lifts it to ~0.67.
+# Skip places whose estimated availability is below this while others remain: one recent
+# capacity failure at a place never seen before brings it to ~0.22, while a place that
+# usually works stays above it after one (tracker/tracker.py). Tuned with bench/failover.py.
 MIN_AVAILABILITY = 0.3
 BACKOFF_START_S, BACKOFF_MAX_S = 30.0, 600.0
 TRANSIENT_RETRIES = 2
@@ -126,9 +127,11 @@ class Provisioner:
                     if not retry_until_up or (max_wait_s is not None and waited >= max_wait_s):
                         raise ProvisionFailed(name, history, "every place that fits was "
                                               "tried") from None
-                    self.report(f"every place failed; retrying in {backoff:.0f} s "
+                    pause = backoff if max_wait_s is None else min(backoff,
+                                                                   max_wait_s - waited)
+                    self.report(f"every place failed; retrying in {pause:.0f} s "
                                 f"({exc.message.splitlines()[0]})")
-                    self.clock.sleep(backoff)
+                    self.clock.sleep(pause)
                     backoff = min(backoff * 2, BACKOFF_MAX_S)
                     blocklist = Blocklist()  # capacity comes back: try everything again
                     continue
@@ -142,8 +145,8 @@ class Provisioner:
                 if len(instances) < task.num_nodes:
                     raise _partial(placement, len(instances), task.num_nodes)
             except ProvisionError as error:
-                self._cleanup(provider, name)
                 history.append(self._observe(placement, error.kind, error.message))
+                self._cleanup(provider, name)
                 self.report(history[-1].describe())
                 if error.retry_same and transient < TRANSIENT_RETRIES:
                     transient += 1
@@ -157,10 +160,15 @@ class Provisioner:
             return placement, instances, history
 
     def _cleanup(self, provider: Provider, name: str) -> None:
-        """Gang semantics: nothing of a failed attempt survives."""
-        leftovers = provider.instances(name)
-        if leftovers:
-            provider.terminate(name, [i.instance_id for i in leftovers])
+        """Gang semantics: nothing of a failed attempt survives. A cleanup that fails
+        (the provider's API is down too) is reported; `skyhop gc` finds what it left."""
+        try:
+            leftovers = provider.instances(name)
+            if leftovers:
+                provider.terminate(name, [i.instance_id for i in leftovers])
+        except ProvisionError as exc:
+            self.report(f"could not clean up a failed attempt on {provider.name}: "
+                        f"{exc.message} (`skyhop gc` will)")
 
 
 def _partial(placement: Any, got: int, wanted: int) -> ProvisionError:

@@ -11,6 +11,8 @@ from skyhop.provision.base import Provider
 # name -> "module:Class"
 _PROVIDERS: dict[str, str] = {
     "local": "skyhop.provision.providers.local:LocalProvider",
+    "ssh": "skyhop.provision.providers.ssh:SSHPoolProvider",
+    "aws": "skyhop.provision.providers.aws:AwsProvider",
 }
 
 
@@ -29,6 +31,15 @@ def get(name: str) -> Provider:
     return getattr(importlib.import_module(module), cls)()
 
 
+def check(name: str) -> tuple[bool, str]:
+    """(usable here and now, what is missing otherwise): no network calls, no side effects."""
+    try:
+        provider = get(name)
+    except ImportError as exc:  # a provider's own module needs a missing library
+        return False, f"cannot load its module: {exc}"
+    return provider.is_enabled()
+
+
 def enabled() -> list[str]:
     """Providers that can launch here and now."""
-    return [name for name in known() if get(name).is_enabled()[0]]
+    return [name for name in known() if check(name)[0]]

@@ -90,3 +90,12 @@ attempts = Table(
     Column("outcome", String(32), nullable=False),
     Column("message", Text),
 )
+
+# Hosts of SSH pools held by a cluster: the primary key makes a claim exclusive across
+# processes (and machines, with a shared PostgreSQL).
+host_claims = Table(
+    "host_claims", metadata,
+    Column("host_id", String(256), primary_key=True),
+    Column("cluster", String(128), nullable=False, index=True),
+    Column("claimed_at", Float, nullable=False),
+)

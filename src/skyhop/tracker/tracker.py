@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 OK = "ok"
+CAPACITY = "capacity"
 DEFAULT_HALF_LIFE_S = 3600.0  # short term: is there capacity now
 LONG_HALF_LIFE_S = 86400.0  # long run: how often is there capacity here
 PRIOR_SUCCESSES, PRIOR_FAILURES = 1.0, 1.0
@@ -85,7 +86,10 @@ class Tracker:
             self.record(attempt)
 
     def record(self, attempt: Attempt) -> None:
-        self._by_key[attempt.key].append(attempt)
+        # Only capacity says anything about availability: throttling, quota or credential
+        # errors are about the request or the account, not about the place.
+        if attempt.ok or attempt.outcome == CAPACITY:
+            self._by_key[attempt.key].append(attempt)
 
     def estimate(self, key: Key, now: float) -> Estimate | None:
         attempts = self._by_key.get(key)
@@ -104,7 +108,7 @@ class Tracker:
         long_run = (PRIOR_SUCCESSES + long_ok) / (PRIOR_SUCCESSES + PRIOR_FAILURES + long_n)
         p = (LONG_RUN_STRENGTH * long_run + short_ok) / (LONG_RUN_STRENGTH + short_n)
         successes, failures = short_ok, short_n - short_ok
-        last = attempts[-1]
+        last = max(attempts, key=lambda a: a.at)
         return Estimate(key, p, successes + failures, len(attempts), last.outcome, last.at)
 
     def snapshot(self, now: float) -> dict[Key, float]:

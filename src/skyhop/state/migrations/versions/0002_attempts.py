@@ -1,4 +1,4 @@
-"""Provisioning attempts, for the tracker.
+"""Provisioning attempts (for the tracker) and claims on pool hosts.
 
 Revision ID: 0002
 Revises: 0001
@@ -27,7 +27,14 @@ def upgrade() -> None:
         sa.Column("outcome", sa.String(32), nullable=False),
         sa.Column("message", sa.Text),
     )
+    op.create_table(
+        "host_claims",
+        sa.Column("host_id", sa.String(256), primary_key=True),
+        sa.Column("cluster", sa.String(128), nullable=False, index=True),
+        sa.Column("claimed_at", sa.Float, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("host_claims")
     op.drop_table("attempts")

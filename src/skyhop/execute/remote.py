@@ -1,0 +1,107 @@
+"""Running commands on another machine over SSH: the shell side, shared by the client's
+asyncssh runner and by a cluster's head node, whose agent reaches the other nodes with the
+OpenSSH client. Standard library only: this module is shipped to the nodes.
+
+A command is sent as a script on stdin, not on the command line, so environment values
+(secrets included) never show up in a process list. The remote shell is the session leader
+of its SSH channel, so its PID is the process group of everything the command starts; it
+writes that PID to a file, and killing the group stops the whole command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+WORKDIR = "sky_workdir"
+PID_DIR = ".skyhop/pids"
+
+
+def script(command: str, env: dict[str, str] | None = None, cwd: str | None = None) -> bytes:
+    """The script a remote shell runs: exports, the working directory, the command."""
+    lines = ['rm -f "$0"']  # the script file deletes itself once bash has it open
+    for key, value in (env or {}).items():
+        lines.append(f"export {key}={shlex.quote(value)}")
+    target = cwd or f"~/{WORKDIR}"
+    quoted = ("~/" + shlex.quote(target[2:])) if target.startswith("~/") else (
+        "~" if target == "~" else shlex.quote(target))
+    lines.append(f"mkdir -p {quoted} && cd {quoted} || exit 1")
+    lines.append(command)
+    return ("\n".join(lines) + "\n").encode()
+
+
+def launcher(pid_token: str | None = None) -> str:
+    """The remote command line that reads the script from stdin and runs it, recording its
+    process group under ~/.skyhop/pids/TOKEN when asked."""
+    record = (f'mkdir -p ~/{PID_DIR} && echo $$ > ~/{PID_DIR}/{pid_token}; '
+              if pid_token else "")
+    return ("bash -c " + shlex.quote(
+        f'umask 077; f=$(mktemp) && cat > "$f" && {record}exec bash "$f" </dev/null'))
+
+
+def kill_command(pid_token: str, signal_name: str = "TERM") -> str:
+    path = f"~/{PID_DIR}/{pid_token}"
+    return (f'p=$(cat {path} 2>/dev/null) && kill -{signal_name} -- -"$p" 2>/dev/null; '
+            f'[ "{signal_name}" = KILL ] && rm -f {path}; true')
+
+
+class OpenSSHRunner:
+    """A node reached with the `ssh` client (from a cluster's head node): enough of the
+    Runner surface for the agent, which spawns, streams and kills jobs."""
+
+    def __init__(self, address: str, user: str, key: str, port: int = 22,
+                 known_hosts: str = "~/.skyhop/known_hosts"):
+        self.address, self.user, self.port = address, user, port
+        self.key = str(Path(key).expanduser())
+        self.known_hosts = str(Path(known_hosts).expanduser())
+        self.home = "~"
+        self._tokens: dict[int, str] = {}
+
+    def ssh_args(self) -> list[str]:
+        return ["ssh", "-i", self.key, "-p", str(self.port), "-o", "BatchMode=yes",
+                "-o", "StrictHostKeyChecking=accept-new",
+                "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "LogLevel=ERROR",
+                "-o", "ServerAliveInterval=15", "-o", "ConnectTimeout=20",
+                f"{self.user}@{self.address}"]
+
+    def spawn(self, command: str, *, env: dict[str, str] | None = None,
+              cwd: str | None = None) -> subprocess.Popen:
+        token = f"job-{time.time_ns()}"
+        process = subprocess.Popen([*self.ssh_args(), launcher(token)],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        assert process.stdin is not None
+        process.stdin.write(script(command, env, cwd))
+        process.stdin.close()
+        self._tokens[process.pid] = token
+        return process
+
+    def run(self, command: str, *, env: dict[str, str] | None = None,
+            cwd: str | None = None, output=None) -> int:
+        process = self.spawn(command, env=env, cwd=cwd)
+        assert process.stdout is not None
+        for raw in process.stdout:
+            if output is not None:
+                output(raw.decode(errors="replace"))
+        return process.wait()
+
+    def kill(self, process: subprocess.Popen, grace: float = 5.0) -> None:
+        token = self._tokens.get(process.pid)
+        if token is not None:
+            self._remote(kill_command(token, "TERM"))
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=grace)
+            self._remote(kill_command(token, "KILL"))
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=grace)
+
+    def _remote(self, command: str) -> None:
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            subprocess.run([*self.ssh_args(), command], stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=30)
+

@@ -1,0 +1,331 @@
+"""A runner for a machine reached over SSH (asyncssh): one reused connection per node.
+
+asyncssh is asynchronous; the executor is not. Every SSH connection lives on one event
+loop in a background thread and the runner's methods wait on it, so many nodes are driven
+in parallel (threads submit, the loop multiplexes) over one connection each.
+
+Host keys: trust on first use, recorded in a known-hosts file (OpenSSH format); a changed
+key afterwards is refused with a message saying how to fix it. Cloud nodes get a known-hosts
+file per cluster (addresses are reused by new machines); pool hosts share one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import shlex
+import shutil
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from skyhop.errors import UserError
+from skyhop.execute import remote
+
+CONNECT_TIMEOUT_S = 20.0
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+_connections: dict[tuple, Any] = {}
+_connection_locks: dict[tuple, asyncio.Lock] = {}
+
+
+def _background_loop() -> asyncio.AbstractEventLoop:
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            _loop = asyncio.new_event_loop()
+            threading.Thread(target=_loop.run_forever, name="skyhop-ssh", daemon=True).start()
+        return _loop
+
+
+def _wait(coro: Any, timeout: float | None = None) -> Any:
+    return asyncio.run_coroutine_threadsafe(coro, _background_loop()).result(timeout)
+
+
+class Unreachable(UserError):
+    """The node does not answer over SSH, or refuses our key."""
+
+
+class SSHRunner:
+    def __init__(self, host: str, user: str, key_path: str | Path, port: int = 22,
+                 known_hosts: str | Path | None = None, label: str | None = None):
+        self.host, self.user, self.port = host, user, int(port)
+        self.key_path = str(Path(key_path).expanduser())
+        self.known_hosts = Path(known_hosts) if known_hosts else None
+        self.label = label or f"{user}@{host}" + (f":{port}" if int(port) != 22 else "")
+        self._home: str | None = None
+
+    # -- connection ---------------------------------------------------------------------
+    @property
+    def _key(self) -> tuple:
+        return (self.host, self.port, self.user, self.key_path)
+
+    async def _connection(self) -> Any:
+        import asyncssh
+
+        lock = _connection_locks.setdefault(self._key, asyncio.Lock())
+        async with lock:
+            conn = _connections.get(self._key)
+            if conn is not None and not conn.is_closed():
+                return conn
+            try:
+                conn = await asyncio.wait_for(asyncssh.connect(
+                    self.host, self.port, username=self.user, client_keys=[self.key_path],
+                    known_hosts=self._known_hosts_arg(), agent_path=None,
+                    keepalive_interval=15), CONNECT_TIMEOUT_S)
+            except asyncssh.HostKeyNotVerifiable as exc:
+                raise Unreachable(
+                    f"{self.label}: its host key changed since skyhop first connected ({exc})",
+                    hint=f"if the machine was reinstalled, remove its line from "
+                         f"{self.known_hosts}") from None
+            except asyncssh.PermissionDenied:
+                raise Unreachable(f"{self.label}: the key {self.key_path} was refused",
+                                  hint="add its public key to ~/.ssh/authorized_keys there, or "
+                                       "set identity_file") from None
+            except (OSError, TimeoutError, asyncssh.Error) as exc:
+                reason = str(exc) or type(exc).__name__
+                raise Unreachable(f"cannot reach {self.label}: {reason}",
+                                  hint="is the machine up and is port "
+                                       f"{self.port} open to this one?") from None
+            if self.known_hosts is not None:
+                self._remember(conn.get_server_host_key())
+            _connections[self._key] = conn
+            return conn
+
+    def _host_pattern(self) -> str:
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+    def _known_hosts_arg(self) -> Any:
+        """The recorded key (verified), or None for the first contact (trust on first use)."""
+        if self.known_hosts is None or not self.known_hosts.exists():
+            return None
+        pattern = self._host_pattern()
+        lines = [line for line in self.known_hosts.read_text().splitlines()
+                 if line.split(" ", 1)[0] == pattern]
+        if not lines:
+            return None
+        import asyncssh
+
+        return asyncssh.import_known_hosts("\n".join(lines) + "\n")
+
+    def _remember(self, key: Any) -> None:
+        assert self.known_hosts is not None
+        pattern = self._host_pattern()
+        existing = (self.known_hosts.read_text().splitlines()
+                    if self.known_hosts.exists() else [])
+        if any(line.split(" ", 1)[0] == pattern for line in existing):
+            return
+        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        line = f"{pattern} {key.export_public_key().decode().strip()}\n"
+        with self.known_hosts.open("a") as fh:
+            fh.write(line)
+
+    def check(self) -> None:
+        """Raise Unreachable with a clear reason unless the node answers."""
+        _wait(self._connection())
+
+    def close(self) -> None:
+        conn = _connections.pop(self._key, None)
+        if conn is not None:
+            _background_loop().call_soon_threadsafe(conn.close)
+
+    # -- commands -----------------------------------------------------------------------
+    async def _run(self, command: str, stdin: bytes, output: Callable[[str], None] | None,
+                   token: str | None) -> int:
+        conn = await self._connection()
+        process = await conn.create_process(remote.launcher(token), encoding=None,
+                                            stderr=-2)  # asyncssh.STDOUT
+        process.stdin.write(stdin)
+        process.stdin.write_eof()
+        async for line in process.stdout:
+            if output is not None:
+                output(line.decode(errors="replace"))
+        completed = await process.wait()
+        return completed.exit_status if completed.exit_status is not None else 255
+
+    def run(self, command: str, *, env: dict[str, str] | None = None,
+            cwd: str | None = None, output: Callable[[str], None] | None = None) -> int:
+        token = f"run-{time.time_ns()}"
+        future = asyncio.run_coroutine_threadsafe(
+            self._run(command, remote.script(command, env, cwd), output, token),
+            _background_loop())
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            self.output_of(remote.kill_command(token, "KILL"))
+            raise
+
+    def output_of(self, command: str, stdin: bytes = b"") -> tuple[int, str]:
+        """(exit code, output) of a short command run as is."""
+        async def go() -> tuple[int, str]:
+            conn = await self._connection()
+            result = await conn.run(command, input=stdin, encoding=None, check=False)
+            return (result.exit_status if result.exit_status is not None else 255,
+                    (result.stdout or b"").decode(errors="replace")
+                    + (result.stderr or b"").decode(errors="replace"))
+
+        return _wait(go())
+
+    @property
+    def home(self) -> str:
+        if self._home is None:
+            code, out = self.output_of('printf %s "$HOME"')
+            if code != 0 or not out.startswith("/"):
+                raise Unreachable(f"{self.label}: cannot find the home directory ({out})")
+            self._home = out
+        return self._home
+
+    def resolve(self, path: str) -> str:
+        if path == "~":
+            return self.home
+        if path.startswith("~/"):
+            return f"{self.home}/{path[2:]}"
+        return path if path.startswith("/") else f"{self.home}/{path}"
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        target = shlex.quote(self.resolve(path))
+        code, out = self.output_of(f"umask 077; mkdir -p $(dirname {target}) && cat > {target}"
+                                   f" && chmod {mode:o} {target}", data)
+        if code != 0:
+            raise UserError(f"{self.label}: cannot write {path}: {out.strip()}")
+
+    # -- files --------------------------------------------------------------------------
+    def list_files(self, dst: str) -> dict[str, tuple[int, int]]:
+        root = shlex.quote(self.resolve(dst))
+        _, out = self.output_of(f"[ -d {root} ] && find {root} -type f -printf "
+                                   "'%P\\t%s\\t%T@\\n' || true")
+        files: dict[str, tuple[int, int]] = {}
+        for line in out.splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3 and parts[1].isdigit():
+                seconds, _, fraction = parts[2].partition(".")
+                files[parts[0]] = (int(parts[1]),
+                                   int(seconds) * 10**9 + int((fraction + "0" * 9)[:9]))
+        return files
+
+    def copy_files(self, src_root: Path, relative_paths: Iterable[str], dst: str) -> None:
+        paths = list(relative_paths)
+        if not paths:
+            return
+        if self._has_rsync():
+            self._rsync(src_root, paths, dst)
+            return
+        buffer = io.BytesIO()  # the changed files only; big trees go through rsync
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for rel in paths:
+                tar.add(src_root / rel, arcname=rel, recursive=False)
+        root = shlex.quote(self.resolve(dst))
+        code, out = self.output_of(f"mkdir -p {root} && tar -x -f - -C {root} "
+                                   "--no-same-owner", buffer.getvalue())
+        if code != 0:
+            raise UserError(f"{self.label}: copying files failed: {out.strip()}")
+
+    def remove_files(self, dst: str, relative_paths: Iterable[str]) -> None:
+        root = self.resolve(dst)
+        listing = "".join(f"{root}/{rel}\0" for rel in relative_paths)
+        if listing:
+            self.output_of("xargs -0 rm -f --", listing.encode())
+
+    def _has_rsync(self) -> bool:
+        if shutil.which("rsync") is None:
+            return False
+        return self.output_of("command -v rsync >/dev/null")[0] == 0
+
+    def _rsync(self, src_root: Path, paths: list[str], dst: str) -> None:
+        import subprocess
+
+        ssh = (f"ssh -i {shlex.quote(self.key_path)} -p {self.port} -o BatchMode=yes "
+               "-o LogLevel=ERROR -o StrictHostKeyChecking=accept-new -o "
+               f"UserKnownHostsFile={shlex.quote(str(self._rsync_known_hosts()))}")
+        target = f"{self.user}@{self.host}:{self.resolve(dst)}/"
+        self.output_of(f"mkdir -p {shlex.quote(self.resolve(dst))}")
+        result = subprocess.run(["rsync", "-a", "--files-from=-", "--from0", "-e", ssh,
+                                 f"{src_root}/", target],
+                                input="\0".join(paths).encode(), capture_output=True)
+        if result.returncode != 0:
+            raise UserError(f"{self.label}: rsync failed: "
+                            f"{result.stderr.decode(errors='replace').strip()}")
+
+    def _rsync_known_hosts(self) -> Path:
+        """rsync runs OpenSSH: give it the keys this runner already trusts."""
+        if self.known_hosts is not None:
+            return self.known_hosts
+        from skyhop import paths
+
+        return paths.home() / "known_hosts"
+
+    # -- the cluster agent --------------------------------------------------------------
+    def python(self) -> str:
+        """How to run skyhop's node-side code there (the agent): the runtime zip on the
+        node's python3."""
+        from skyhop.execute import runtime
+
+        return runtime.ensure(self)
+
+    def connect_agent(self, address: str, timeout: float | None = 10.0) -> AgentChannel:
+        return _wait(_open_agent_channel(self, address), timeout)
+
+
+class AgentChannel:
+    """A socket-like stream to the agent's Unix socket on the node, over an SSH channel
+    running a tiny bridge there (abstract sockets cannot be forwarded)."""
+
+    def __init__(self, process: Any):
+        self._process = process
+        self._timeout: float | None = None
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._timeout = timeout
+
+    def sendall(self, data: bytes) -> None:
+        self._process.stdin.write(data)
+
+    def recv(self, size: int) -> bytes:
+        return _wait(self._process.stdout.read(size), self._timeout)
+
+    def close(self) -> None:
+        _background_loop().call_soon_threadsafe(self._process.close)
+
+    def __enter__(self) -> AgentChannel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_BRIDGE = """
+import os, socket, sys, threading
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect("\\0" + sys.argv[1])
+except OSError:
+    sys.exit(3)
+def up():
+    while True:
+        data = os.read(0, 65536)
+        if not data:
+            s.shutdown(socket.SHUT_WR)
+            return
+        s.sendall(data)
+threading.Thread(target=up, daemon=True).start()
+while True:
+    data = s.recv(65536)
+    if not data:
+        break
+    os.write(1, data)
+"""
+
+
+async def _open_agent_channel(runner: SSHRunner, address: str) -> AgentChannel:
+    """A stream to the agent; when it does not listen the stream just ends (the client
+    reports the agent as unreachable)."""
+    conn = await runner._connection()
+    name = address.lstrip("\0")
+    process = await conn.create_process(
+        f"python3 -c {shlex.quote(_BRIDGE)} {shlex.quote(name)}", encoding=None)
+    return AgentChannel(process)

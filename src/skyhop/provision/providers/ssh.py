@@ -1,0 +1,304 @@
+"""SSH machine pools: machines you already have, listed in the skyhop config.
+
+    ssh_pools:
+      lab:
+        user: me
+        identity_file: ~/.ssh/id_ed25519
+        port: 22                       # default
+        hosts: [10.0.0.5, {host: 10.0.0.6, port: 2222, user: other}]
+
+A pool is a region of the `ssh` provider (`infra: ssh/lab`). Each host's shape (CPUs,
+memory, NVIDIA GPUs) is discovered over SSH and cached for an hour; hosts of one shape make
+one offer, free of charge. A launch claims free hosts exclusively (a row per host in the
+state database, so two launches, even from two machines sharing PostgreSQL, cannot take the
+same host); `down` stops what skyhop started there, removes its files and releases them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from skyhop import config, paths
+from skyhop.catalog.offer import Offer
+from skyhop.errors import UserError
+from skyhop.provision.base import MULTI_NODE, ClusterSpec, Instance
+from skyhop.provision.errors import CapacityError
+
+SHAPE_TTL_S = 3600.0
+DISCOVER = ("nproc; awk '/MemTotal/ {print $2}' /proc/meminfo; "
+            "nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits "
+            "2>/dev/null || true")
+
+
+@dataclass(frozen=True)
+class PoolHost:
+    pool: str
+    host: str
+    port: int
+    user: str
+    identity_file: str
+
+    @property
+    def host_id(self) -> str:
+        return f"ssh:{self.pool}:{self.host}:{self.port}"
+
+
+def pools() -> dict[str, list[PoolHost]]:
+    """The configured pools, validated: {pool: [hosts]}."""
+    raw = config.section("ssh_pools") or {}
+    where = str(config.path())
+    if not isinstance(raw, dict):
+        raise UserError("ssh_pools must map pool names to pools", where=where,
+                        hint="ssh_pools: {lab: {hosts: [10.0.0.5], user: me, "
+                             "identity_file: ~/.ssh/id_ed25519}}")
+    out: dict[str, list[PoolHost]] = {}
+    for name, pool in raw.items():
+        if not isinstance(pool, dict) or not isinstance(pool.get("hosts"), list):
+            raise UserError(f"ssh_pools.{name} needs a list of hosts", where=where,
+                            hint=f"ssh_pools: {{{name}: {{hosts: [10.0.0.5], user: me}}}}")
+        hosts = []
+        for entry in pool["hosts"]:
+            spec = entry if isinstance(entry, dict) else {"host": entry}
+            if not spec.get("host"):
+                raise UserError(f"ssh_pools.{name}: a host entry has no `host`", where=where)
+            merged = {**{k: pool.get(k) for k in ("user", "identity_file", "port")},
+                      **{k: v for k, v in spec.items() if v is not None}}
+            if not merged.get("user") or not merged.get("identity_file"):
+                raise UserError(f"ssh_pools.{name}: host {merged['host']} needs `user` and "
+                                "`identity_file` (on the pool or the host)", where=where)
+            hosts.append(PoolHost(str(name), str(merged["host"]), int(merged.get("port") or 22),
+                                  str(merged["user"]),
+                                  str(Path(str(merged["identity_file"])).expanduser())))
+        out[str(name)] = hosts
+    return out
+
+
+def shape_name(shape: dict[str, Any]) -> str:
+    gpus = f"-{shape['gpu_count']}x{shape['gpu']}" if shape.get("gpu") else ""
+    return f"{shape['vcpus']}CPU-{shape['memory_gib']:g}GB{gpus}"
+
+
+class SSHPoolProvider:
+    name = "ssh"
+    capabilities = frozenset({MULTI_NODE})
+
+    def is_enabled(self) -> tuple[bool, str]:
+        try:
+            configured = pools()
+        except UserError as exc:
+            return False, exc.message
+        if not configured:
+            return False, (f"no ssh_pools in {config.path()} (add `ssh_pools: {{lab: {{hosts: "
+                           "[...], user: ..., identity_file: ...}}}}`)")
+        return True, ""
+
+    # -- discovery ----------------------------------------------------------------------
+    def _cache_path(self, pool: str) -> Path:
+        return paths.home() / "ssh_pools" / f"{pool}.json"
+
+    def shapes(self, pool: str, refresh: bool = False) -> dict[str, dict[str, Any]]:
+        """{host_id: shape or {"error": ...}} for every host of the pool."""
+        hosts = pools().get(pool, [])
+        path = self._cache_path(pool)
+        cached: dict[str, Any] = {}
+        if path.exists() and not refresh:
+            cached = json.loads(path.read_text())
+        now = time.time()
+        stale = [h for h in hosts if h.host_id not in cached
+                 or now - cached[h.host_id].get("at", 0) > SHAPE_TTL_S
+                 or ("error" in cached[h.host_id] and now - cached[h.host_id]["at"] > 30)]
+        if stale:
+            with ThreadPoolExecutor(max_workers=min(16, len(stale))) as pool_threads:
+                for host, shape in zip(stale, pool_threads.map(self._discover, stale),
+                                       strict=True):
+                    cached[host.host_id] = {**shape, "at": now}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(cached, indent=1))
+        return {h.host_id: cached[h.host_id] for h in hosts}
+
+    def _discover(self, host: PoolHost) -> dict[str, Any]:
+        from skyhop.provision.providers.local import canonical_gpu
+
+        try:
+            code, out = self._runner(host).output_of(DISCOVER)
+        except UserError as exc:
+            return {"error": exc.message}
+        lines = out.strip().splitlines()
+        if code != 0 or len(lines) < 2 or not lines[0].strip().isdigit():
+            return {"error": f"could not read its resources: {out.strip()[:200]}"}
+        shape: dict[str, Any] = {"vcpus": int(lines[0]),
+                                 "memory_gib": round(int(lines[1]) / 1024 / 1024, 1)}
+        gpus = []
+        for line in lines[2:]:
+            name, _, mem = line.rpartition(",")
+            try:
+                gpus.append((name.strip(), float(mem) / 1024))
+            except ValueError:
+                continue
+        if gpus:
+            from skyhop.catalog.catalog import load_catalog
+
+            known = load_catalog().accelerators
+            names = [canonical_gpu(n, known, m) for n, m in gpus]
+            shape.update(gpu=names[0], gpu_count=names.count(names[0]),
+                         gpu_memory_gib=round(gpus[0][1], 1))
+        return shape
+
+    def diagnose(self) -> list[str]:
+        """Hosts that cannot be used, and why (from the last discovery)."""
+        return [f"ssh/{pool}: {host_id.split(':', 2)[2]}: {shape['error']}"
+                for pool in pools() for host_id, shape in self.shapes(pool).items()
+                if "error" in shape]
+
+    def offers(self, known_accelerators: list[str] | None = None) -> list[Offer]:
+        out: dict[tuple[str, str], Offer] = {}
+        for pool in pools():
+            for shape in self.shapes(pool).values():
+                if "error" in shape:
+                    continue
+                name = shape_name(shape)
+                out.setdefault((pool, name), Offer(
+                    provider=self.name, region=pool, zone=None, instance_type=name,
+                    accelerator=shape.get("gpu"), accelerator_count=float(
+                        shape.get("gpu_count", 0)), vcpus=shape["vcpus"],
+                    memory_gib=shape["memory_gib"],
+                    accelerator_memory_gib=shape.get("gpu_memory_gib", float("nan")),
+                    price=0.0, spot_price=None, burstable=False, arch="x86_64", owned=True))
+        return list(out.values())
+
+    # -- claims -------------------------------------------------------------------------
+    def _claim(self, cluster: str, host_ids: list[str], count: int) -> list[str]:
+        """Claim `count` of the hosts, in order, skipping held ones; all or none."""
+        import sqlalchemy as sa
+
+        from skyhop.state import db
+        from skyhop.state.schema import host_claims
+
+        engine = db.engine()
+        with engine.begin() as conn:
+            held = {r.host_id for r in conn.execute(sa.select(host_claims.c.host_id))}
+        free = [h for h in host_ids if h not in held]
+        got: list[str] = []
+        for host_id in free:
+            if len(got) == count:
+                break
+            try:
+                with engine.begin() as conn:
+                    conn.execute(sa.insert(host_claims).values(
+                        host_id=host_id, cluster=cluster, claimed_at=time.time()))
+                got.append(host_id)
+            except sa.exc.IntegrityError:  # another launch took it just now
+                continue
+        if len(got) < count:
+            self._release(got)
+        return got if len(got) == count else []
+
+    def _release(self, host_ids: list[str]) -> None:
+        import sqlalchemy as sa
+
+        from skyhop.state import db
+        from skyhop.state.schema import host_claims
+
+        if host_ids:
+            with db.engine().begin() as conn:
+                conn.execute(sa.delete(host_claims).where(host_claims.c.host_id.in_(host_ids)))
+
+    def _claimed(self, cluster: str) -> list[str]:
+        import sqlalchemy as sa
+
+        from skyhop.state import db
+        from skyhop.state.schema import host_claims
+
+        with db.engine().connect() as conn:
+            return [r.host_id for r in conn.execute(
+                sa.select(host_claims.c.host_id).where(host_claims.c.cluster == cluster)
+                .order_by(host_claims.c.claimed_at, host_claims.c.host_id))]
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def _hosts(self) -> dict[str, PoolHost]:
+        return {h.host_id: h for hosts in pools().values() for h in hosts}
+
+    def _runner(self, host: PoolHost) -> Any:
+        from skyhop.execute.ssh_runner import SSHRunner
+
+        return SSHRunner(host.host, host.user, host.identity_file, host.port,
+                         known_hosts=paths.home() / "known_hosts")
+
+    def prepare(self, cluster: ClusterSpec) -> None:
+        pass
+
+    def provision(self, cluster: ClusterSpec, placement: Any, count: int) -> list[Instance]:
+        pool = placement.region
+        shapes = self.shapes(pool)
+        fitting = [h for h, s in shapes.items()
+                   if "error" not in s and shape_name(s) == placement.instance_type]
+        claimed = self._claim(cluster.name, fitting, count)
+        if not claimed:
+            raise CapacityError(f"pool {pool!r} has fewer than {count} free "
+                                f"{placement.instance_type} host(s) ({len(fitting)} in all)",
+                                provider=self.name, region=pool,
+                                instance_type=placement.instance_type)
+        hosts = self._hosts()
+        try:
+            with ThreadPoolExecutor(max_workers=len(claimed)) as threads:
+                list(threads.map(lambda h: self._runner(hosts[h]).check(), claimed))
+        except UserError as exc:
+            self._release(claimed)
+            raise CapacityError(f"a host of pool {pool!r} is unreachable: {exc.message}",
+                                provider=self.name, region=pool,
+                                instance_type=placement.instance_type) from None
+        return [self._instance(hosts[h], rank) for rank, h in enumerate(claimed)]
+
+    def _instance(self, host: PoolHost, rank: int) -> Instance:
+        return Instance(host.host_id, rank, host.host,
+                        {"user": host.user, "port": host.port, "pool": host.pool,
+                         "identity_file": host.identity_file})
+
+    def instances(self, cluster_name: str) -> list[Instance]:
+        hosts = self._hosts()
+        return [self._instance(hosts[h], rank)
+                for rank, h in enumerate(self._claimed(cluster_name)) if h in hosts]
+
+    def runner(self, cluster_name: str, instance: Instance) -> Any:
+        host = self._hosts().get(instance.instance_id)
+        if host is None:  # removed from the config since: what state recorded still works
+            info = instance.info
+            host = PoolHost(info.get("pool", "?"), instance.address or "", int(
+                info.get("port", 22)), info["user"], info["identity_file"])
+        return self._runner(host)
+
+    def terminate(self, cluster_name: str, instance_ids: list[str]) -> None:
+        """Clean the hosts (what skyhop started, its files), then release them. A host that
+        cannot be reached is released anyway: it is the owner's machine, not a bill."""
+        hosts = self._hosts()
+
+        def clean(host_id: str) -> None:
+            host = hosts.get(host_id)
+            if host is None:
+                return
+            runner = self._runner(host)
+            try:
+                python = runner.python()
+                runner.run(f"{python} -m skyhop.execute.node_cleanup", cwd="~")
+            except UserError:
+                pass
+
+        ids = [i for i in instance_ids if i in set(self._claimed(cluster_name))]
+        if ids:
+            with ThreadPoolExecutor(max_workers=len(ids)) as threads:
+                list(threads.map(clean, ids))
+        self._release(ids)
+
+    def teardown(self, cluster_name: str) -> None:
+        self._release(self._claimed(cluster_name))
+
+    def stop(self, cluster_name: str, instance_ids: list[str]) -> None:
+        raise UserError("pool hosts cannot be stopped, only released", hint="skyhop down")
+
+    def start(self, cluster_name: str, instance_ids: list[str]) -> list[Instance]:
+        raise UserError("pool hosts cannot be started", hint="skyhop launch")
