@@ -7,6 +7,7 @@ empty result can say which constraint removed the last candidates.
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -118,6 +119,21 @@ class _Filter:
         self.stages.append((label, len(self.rows)))
 
 
+# AWS Local Zone IDs carry a metro code (use1-atl2-az1, usw2-lax1-az1); an account must opt
+# in to each before launching there, so they are planned only when a task names the zone.
+# https://docs.aws.amazon.com/local-zones/latest/ug/getting-started.html
+_OPT_IN_ZONE = re.compile(r"^[a-z]+\d-[a-z]+\d+-az\d+$")
+
+
+def _opt_in_zones(c: Catalog) -> np.ndarray:
+    cached = getattr(c, "_opt_in_zone_rows", None)
+    if cached is None:
+        by_zone = np.array([bool(z and _OPT_IN_ZONE.match(z)) for z in c.zones] + [False])
+        cached = by_zone[c.zone]  # zone -1 (none) maps to the trailing False
+        c._opt_in_zone_rows = cached
+    return cached
+
+
 def select(catalog: Catalog, resources: Resources, *, num_nodes: int = 1,
            allowed_infra: Sequence[InfraPattern] = (), blocklist: Blocklist | None = None,
            where: str | None = None) -> Selection:
@@ -186,6 +202,9 @@ def select(catalog: Catalog, resources: Resources, *, num_nodes: int = 1,
     patterns = [p for p in ([resources.infra] if resources.infra else [])]
     for pattern in patterns:
         f.apply(f"infra {pattern}", infra_mask(c, pattern)[f.rows])
+    if not (resources.infra and resources.infra.zone != "*"):
+        f.apply("not an opt-in zone (AWS Local Zones only when named)",
+                ~_opt_in_zones(c)[f.rows])
     if allowed_infra:
         allowed = np.zeros(len(c), dtype=bool)
         for pattern in allowed_infra:

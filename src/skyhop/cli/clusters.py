@@ -113,10 +113,19 @@ def register(app: typer.Typer) -> None:
         _exit_with(result.exit_code)
 
     @app.command()
-    def status(as_json: JsonOption = False) -> None:
+    def status(as_json: JsonOption = False, refresh: Annotated[bool, typer.Option(
+            "--refresh", "-r", help="Ask the providers first: finish interrupted launches "
+                                    "and forget clusters whose machines are gone.")] = False,
+               ) -> None:
         """Clusters and their state."""
         from skyhop.state.status import status as list_clusters
 
+        if refresh:
+            from skyhop.execute.reconcile import refresh as reconcile
+
+            report = reconcile()
+            for line in [*report.changes, *report.errors]:
+                typer.echo(line, err=True)
         records = list_clusters()
         if as_json:
             _print_json([r.to_json() for r in records])

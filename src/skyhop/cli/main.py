@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from skyhop.cli import clusters, tracker
+from skyhop.cli import clusters, infra, tracker
 from skyhop.errors import UserError
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ catalog_app = typer.Typer(help="Browse offers and prices of every provider.",
 app.add_typer(catalog_app, name="catalog")
 clusters.register(app)
 tracker.register(app)
+infra.register(app)
 
 _state = {"debug": False}
 

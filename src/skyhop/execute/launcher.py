@@ -17,6 +17,7 @@ from skyhop import paths
 from skyhop.errors import UserError
 from skyhop.execute import sync
 from skyhop.execute.agent_client import AgentClient
+from skyhop.execute.reconcile import owner_tag
 from skyhop.execute.report import PlainReporter, Reporter
 from skyhop.execute.runner import LocalRunner, Runner
 from skyhop.execute.ssh_runner import SSHRunner
@@ -222,7 +223,7 @@ class Launcher:
     def provision(self, name: str, task: Task, placement: Any,
                   retry_until_up: bool = False) -> ClusterRecord:
         """Create the cluster, failing over across zones, regions and providers."""
-        if not self.store.reserve(name, **_row(task, placement)):
+        if not self.store.reserve(name, owner=owner_tag(), **_row(task, placement)):
             return self._wait_for(name)
         try:
             placement, instances = self._provision_with_failover(name, task, placement,

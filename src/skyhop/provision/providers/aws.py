@@ -29,6 +29,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from skyhop import config
@@ -81,6 +82,12 @@ class _Network:
     subnet_id: str
     group_id: str
     key_name: str
+
+
+def known_hosts_file(cluster_name: str) -> Path:
+    from skyhop import paths
+
+    return paths.home() / "known_hosts.d" / cluster_name
 
 
 class AwsProvider:
@@ -203,12 +210,24 @@ class AwsProvider:
 
         return self._scan(regions, one)
 
+    def orphans(self, known: set[str]) -> dict[str, list[str]]:
+        """{cluster: instance ids} of tagged instances whose cluster skyhop does not know."""
+        regions = list(_settings().get("regions") or []) or self._enabled_regions()
+        found: dict[str, list[str]] = {}
+        for item in self.all_tagged(regions):
+            if item["cluster"] not in known and item["state"] != "shutting-down":
+                found.setdefault(item["cluster"], []).append(item["instance_id"])
+                self._used.setdefault(item["cluster"], set()).add(item["region"])
+        return found
+
     def runner(self, cluster_name: str, instance: Instance) -> SSHRunner:
         from skyhop.execute.ssh_runner import SSHRunner
         from skyhop.provision.keys import ensure_key
 
+        # Addresses are reused by new machines: trust host keys per cluster, not per address.
         return SSHRunner(host=instance.address, user=instance.info["user"],
-                         key_path=ensure_key()[0], port=SSH_PORT)
+                         key_path=ensure_key()[0], port=SSH_PORT,
+                         known_hosts=known_hosts_file(cluster_name))
 
     def stop(self, cluster_name: str, instance_ids: list[str], region: str | None = None
              ) -> None:
@@ -244,6 +263,7 @@ class AwsProvider:
 
     def teardown(self, cluster_name: str, region: str | None = None) -> None:
         """Delete the cluster's security group (the key pair is shared by all clusters)."""
+        known_hosts_file(cluster_name).unlink(missing_ok=True)
         for r in self._regions_for(cluster_name, region):
             client = self._client(r)
             with translating(r):
@@ -321,6 +341,12 @@ class AwsProvider:
         if region:
             return [region]
         known = self._used.get(cluster_name, set()) | set(_settings().get("regions") or [])
+        if not known:  # the region the cluster's row recorded (written before launching)
+            from skyhop.state.clusters import ClusterStore
+
+            record = ClusterStore().get(cluster_name)
+            if record is not None and record.provider == self.name and record.region:
+                known = {record.region}
         return sorted(known) if known else self._enabled_regions()
 
     def _enabled_regions(self) -> list[str]:

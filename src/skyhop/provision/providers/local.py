@@ -141,6 +141,12 @@ class LocalProvider:
                        if p.name.split("-", 1)[1].isdigit())
         return [self._instance(cluster_name, r) for r in ranks]
 
+    def orphans(self, known: set[str]) -> dict[str, list[str]]:
+        if not self.root.is_dir():
+            return {}
+        return {d.name: [i.instance_id for i in self.instances(d.name)]
+                for d in self.root.iterdir() if d.is_dir() and d.name not in known}
+
     def runner(self, cluster_name: str, instance: Instance) -> LocalRunner:
         return LocalRunner(Path(instance.info.get("dir") or
                                 self.node_dir(cluster_name, instance.rank)))

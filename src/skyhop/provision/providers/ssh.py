@@ -94,7 +94,7 @@ class SSHPoolProvider:
             return False, exc.message
         if not configured:
             return False, (f"no ssh_pools in {config.path()} (add `ssh_pools: {{lab: {{hosts: "
-                           "[...], user: ..., identity_file: ...}}}}`)")
+                           "[...], user: ..., identity_file: ...}}`)")
         return True, ""
 
     # -- discovery ----------------------------------------------------------------------
@@ -293,6 +293,19 @@ class SSHPoolProvider:
             with ThreadPoolExecutor(max_workers=len(ids)) as threads:
                 list(threads.map(clean, ids))
         self._release(ids)
+
+    def orphans(self, known: set[str]) -> dict[str, list[str]]:
+        import sqlalchemy as sa
+
+        from skyhop.state import db
+        from skyhop.state.schema import host_claims
+
+        found: dict[str, list[str]] = {}
+        with db.engine().connect() as conn:
+            for row in conn.execute(sa.select(host_claims)):
+                if row.cluster not in known:
+                    found.setdefault(row.cluster, []).append(row.host_id)
+        return found
 
     def teardown(self, cluster_name: str) -> None:
         self._release(self._claimed(cluster_name))

@@ -1,0 +1,113 @@
+"""Reconciling state with the providers' truth, and collecting what nobody owns.
+
+`refresh` (behind `skyhop status --refresh`) asks each cluster's provider which nodes exist:
+a launch or a teardown whose process died is finished (its nodes terminated, its row
+removed), and a cluster whose machines are gone (preempted, deleted by hand) is forgotten.
+`gc` then asks every usable provider for skyhop-tagged resources of clusters the state does
+not know, and terminates them. Both only ever touch resources skyhop tagged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from dataclasses import dataclass, field
+
+from skyhop.errors import UserError
+from skyhop.provision import registry
+from skyhop.state.clusters import ClusterStore
+from skyhop.state.records import INIT, TERMINATING, UP, ClusterRecord
+
+
+def owner_tag() -> str:
+    """Who is launching: `host:pid`, so a later refresh can tell an interrupted launch."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(owner: str | None) -> bool:
+    """Whether the process that wrote the row still runs (unknowable on another host:
+    assume it does)."""
+    if not owner or ":" not in owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as fh:
+        if fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):  # a zombie is dead too
+            return False
+    return True
+
+
+@dataclass
+class Report:
+    changes: list[str] = field(default_factory=list)
+    terminated: dict[str, list[str]] = field(default_factory=dict)  # cluster -> ids
+    errors: list[str] = field(default_factory=list)
+
+
+def _finish_teardown(store: ClusterStore, record: ClusterRecord, report: Report,
+                     ids: list[str]) -> None:
+    provider = registry.get(record.provider)
+    if ids:
+        provider.terminate(record.name, ids)
+        report.terminated[record.name] = ids
+    provider.teardown(record.name)
+    store.close_usage(record.name)
+    store.remove(record.name)
+
+
+def refresh(store: ClusterStore | None = None) -> Report:
+    store = store or ClusterStore()
+    report = Report()
+    for record in store.list():
+        try:
+            provider = registry.get(record.provider)
+            truth = provider.instances(record.name)
+        except UserError as exc:
+            report.errors.append(f"{record.name}: {exc.message}")
+            continue
+        ids = [i.instance_id for i in truth]
+        if record.status in (INIT, TERMINATING) and not owner_alive(record.owner):
+            _finish_teardown(store, record, report, ids)
+            what = "launch" if record.status == INIT else "teardown"
+            report.changes.append(f"{record.name}: its {what} was interrupted; "
+                                  f"{len(ids)} node(s) terminated, cluster removed")
+        elif record.status == UP and not truth:
+            _finish_teardown(store, record, report, [])
+            report.changes.append(f"{record.name}: its machines are gone (preempted or "
+                                  "deleted outside skyhop); cluster removed")
+        elif record.status == UP and len(truth) < record.num_nodes:
+            store.update(record.name, status="DEGRADED")
+            report.changes.append(f"{record.name}: {len(truth)} of {record.num_nodes} nodes "
+                                  "left; marked DEGRADED (`skyhop down` it)")
+    return report
+
+
+def gc(store: ClusterStore | None = None) -> Report:
+    """Refresh, then terminate tagged resources of clusters the state does not know."""
+    store = store or ClusterStore()
+    report = refresh(store)
+    known = {r.name for r in store.list()}
+    for name in registry.enabled():
+        provider = registry.get(name)
+        finder = getattr(provider, "orphans", None)
+        if finder is None:
+            continue
+        try:
+            for cluster, ids in finder(known).items():
+                if ids:
+                    provider.terminate(cluster, ids)
+                provider.teardown(cluster)
+                report.terminated[cluster] = ids
+                report.changes.append(f"{name}: {cluster}: {len(ids)} resource(s) no "
+                                      "cluster owns; terminated")
+        except UserError as exc:
+            report.errors.append(f"{name}: {exc.message}")
+    return report
