@@ -87,10 +87,15 @@ def plan(dag: Dag) -> Plan:
     """Place every task on a provider that can launch here."""
     from skyhop.errors import InfeasibleError
     from skyhop.optimizer import optimize
+    from skyhop.provision.provisioner import MIN_AVAILABILITY
+    from skyhop.tracker.store import TrackerStore
 
     catalog, allowed = launch_catalog(dag)
-    try:
-        return optimize(dag, catalog, allowed_infra=allowed)
+    now = time.time()
+    try:  # places that just failed are skipped while others remain (the tracker)
+        return optimize(dag, catalog, allowed_infra=allowed,
+                        availability=TrackerStore().tracker(now).snapshot(now),
+                        min_availability=MIN_AVAILABILITY)
     except UserError as exc:
         problems = [line for p in allowed
                     for line in getattr(registry.get(p.provider), "diagnose", list)()]
@@ -321,7 +326,11 @@ class Launcher:
     def start(self, record: ClusterRecord) -> None:
         provider = registry.get(record.provider)
         self.reporter.stage("provision", f"{record.name}: starting")
-        provider.start(record.name, [n.instance_id for n in record.nodes])
+        started = provider.start(record.name, [n.instance_id for n in record.nodes])
+        if started:  # a restarted VM may come back with new addresses
+            self.store.set_nodes(record.name, [Node(i.rank, i.instance_id, i.address, i.info)
+                                               for i in started])
+            record = self.store.get(record.name) or record
         self._start_agent(record)
         self.store.update(record.name, status=UP)
         fresh = self.store.get(record.name)

@@ -67,6 +67,12 @@ class Operations:
 
     def autostop(self, name: str, idle_minutes: int | None, down: bool) -> None:
         record = self._up(name)
+        if record.provider != "local" and idle_minutes is not None:
+            # The agent enforces autostop by running skyhop itself, which needs the state
+            # and the provider's credentials: only the local machine has both so far.
+            raise UserError(f"autostop is not supported on {record.provider} clusters yet",
+                            hint=f"`skyhop down {name}` when done; managed jobs tear down "
+                                 "their clusters themselves")
         if idle_minutes is not None and idle_minutes < 0:
             raise UserError("-i/--idle-minutes must be >= 0")
         self.store.update(name, autostop_minutes=idle_minutes, autostop_down=down)
