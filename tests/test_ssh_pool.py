@@ -140,3 +140,18 @@ def test_unreachable_host_is_a_clear_error(home, hosts):
     assert "cannot reach" in result.stderr or "unreachable" in result.stderr
     assert "Traceback" not in result.stderr
     assert claims(home) == []
+
+
+def test_check_says_which_providers_can_launch_and_what_is_missing(home, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "none"))
+    rows = {r["provider"]: r for r in json.loads(sky("check", "--json").stdout)}
+    assert rows["ssh"]["enabled"] and rows["local"]["enabled"]
+    assert not rows["aws"]["enabled"] and "credentials" in rows["aws"]["reason"]
+    (home / "config.yaml").write_text("{}")
+    rows = {r["provider"]: r for r in json.loads(sky("check", "--json").stdout)}
+    assert not rows["ssh"]["enabled"] and "ssh_pools" in rows["ssh"]["reason"]
+    (home / "config.yaml").write_text("ssh_pools: {lab: {hosts: [10.0.0.1]}}")
+    rows = {r["provider"]: r for r in json.loads(sky("check", "--json").stdout)}
+    assert "needs `user` and `identity_file`" in rows["ssh"]["reason"]

@@ -1,0 +1,87 @@
+"""The SSH runner against a real OpenSSH server in a network namespace."""
+
+import os
+
+import pytest
+
+import sshhosts
+from skyhop.execute.ssh_runner import SSHRunner, Unreachable
+
+pytestmark = pytest.mark.skipif(sshhosts.unavailable_reason() is not None,
+                                reason=str(sshhosts.unavailable_reason()))
+
+ADDRESS = "10.213.0.31"
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory):
+    with sshhosts.SSHHosts(tmp_path_factory.mktemp("ssh")) as pool:
+        pool.add(ADDRESS)
+        yield pool
+
+
+def runner(hosts, known_hosts, address=ADDRESS) -> SSHRunner:
+    return SSHRunner(address, sshhosts.USER, hosts.client_key, known_hosts=known_hosts)
+
+
+def test_run_streams_output_passes_env_and_returns_the_exit_code(hosts, tmp_path):
+    r = runner(hosts, tmp_path / "known_hosts")
+    lines: list[str] = []
+    code = r.run("echo $GREETING from $(hostname); echo err >&2; exit 3",
+                 env={"GREETING": "it's \"quoted\" $HOME"}, output=lines.append)
+    assert code == 3
+    assert lines[0] == f"it's \"quoted\" $HOME from {hosts.hosts[ADDRESS].namespace}\n"
+    assert "err\n" in lines
+    assert r.home == f"/home/{sshhosts.USER}" and r.resolve("~/x") == r.home + "/x"
+
+
+@pytest.mark.parametrize("use_rsync", [True, False])
+def test_copy_list_and_remove_files(hosts, tmp_path, monkeypatch, use_rsync):
+    r = runner(hosts, tmp_path / "known_hosts")
+    if not use_rsync:
+        monkeypatch.setattr(SSHRunner, "_has_rsync", lambda self: False)
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    (src / "a.txt").write_text("alpha")
+    (src / "pkg" / "b.py").write_text("print('b')\n")
+    dst = f"~/copy-{use_rsync}"
+    r.copy_files(src, ["a.txt", "pkg/b.py"], dst)
+    listed = r.list_files(dst)
+    assert set(listed) == {"a.txt", "pkg/b.py"}
+    for rel, (size, mtime_ns) in listed.items():
+        st = (src / rel).stat()
+        assert size == st.st_size
+        assert abs(mtime_ns - st.st_mtime_ns) < 1_000_000_000  # modification time kept
+    home = hosts.hosts[ADDRESS].home
+    assert (home / f"copy-{use_rsync}" / "pkg" / "b.py").read_text() == "print('b')\n"
+    r.remove_files(dst, ["a.txt"])
+    assert set(r.list_files(dst)) == {"pkg/b.py"}
+
+
+def test_a_changed_host_key_is_refused_with_a_fix(hosts, tmp_path):
+    known = tmp_path / "known_hosts"
+    address = "10.213.0.32"
+    hosts.add(address)
+    runner(hosts, known, address).check()
+    assert address in known.read_text()
+    runner(hosts, known, address).close()
+    hosts.remove(address)
+    hosts.add(address)  # a new machine (new host key) at the same address
+    with pytest.raises(Unreachable) as err:
+        runner(hosts, known, address).check()
+    assert "host key changed" in err.value.message and str(known) in err.value.hint
+    hosts.remove(address)
+
+
+def test_an_unreachable_host_is_a_clear_error(hosts, tmp_path):
+    with pytest.raises(Unreachable) as err:
+        runner(hosts, tmp_path / "kh", "10.213.0.99").check()
+    assert "cannot reach" in err.value.message and "port 22" in err.value.hint
+
+
+def test_a_refused_key_says_which_key(hosts, tmp_path):
+    other = tmp_path / "other_key"
+    os.system(f"ssh-keygen -q -t ed25519 -N '' -f {other}")
+    with pytest.raises(Unreachable) as err:
+        SSHRunner(ADDRESS, sshhosts.USER, other, known_hosts=tmp_path / "kh").check()
+    assert str(other) in err.value.message and "refused" in err.value.message
