@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from skyhop.cli import clusters, infra, tracker
+from skyhop.cli import clusters, infra, jobs, tracker
 from skyhop.errors import UserError
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app.add_typer(catalog_app, name="catalog")
 clusters.register(app)
 tracker.register(app)
 infra.register(app)
+jobs.register(app)
 
 _state = {"debug": False}
 

@@ -119,7 +119,9 @@ class Agent:
                 (job.get("name"), PENDING, time.time(), num_nodes, gpus, cpus, job["run"],
                  json.dumps(job.get("envs") or {})))
             job_id = int(cur.lastrowid)
-            task_id = f"skyhop-{time.strftime('%Y-%m-%d-%H-%M-%S')}_{self.name}_{job_id}"
+            # A managed job keeps one task id across recoveries (checkpoints key on it).
+            task_id = job.get("task_id") or (
+                f"skyhop-{time.strftime('%Y-%m-%d-%H-%M-%S')}_{self.name}_{job_id}")
             self.db.execute("UPDATE jobs SET task_id=? WHERE id=?", (task_id, job_id))
             self.db.commit()
         if job.get("secrets"):

@@ -83,7 +83,7 @@ def launch_catalog(dag: Dag):
     return catalog.merged(extra), [InfraPattern(p) for p in allowed]
 
 
-def plan(dag: Dag) -> Plan:
+def plan(dag: Dag, blocklist: Any = None) -> Plan:
     """Place every task on a provider that can launch here."""
     from skyhop.errors import InfeasibleError
     from skyhop.optimizer import optimize
@@ -93,7 +93,7 @@ def plan(dag: Dag) -> Plan:
     catalog, allowed = launch_catalog(dag)
     now = time.time()
     try:  # places that just failed are skipped while others remain (the tracker)
-        return optimize(dag, catalog, allowed_infra=allowed,
+        return optimize(dag, catalog, allowed_infra=allowed, blocklist=blocklist,
                         availability=TrackerStore().tracker(now).snapshot(now),
                         min_availability=MIN_AVAILABILITY)
     except UserError as exc:
@@ -226,13 +226,13 @@ class Launcher:
         self.agent(self.store.get(record.name) or record).wait_ready()
 
     def provision(self, name: str, task: Task, placement: Any,
-                  retry_until_up: bool = False) -> ClusterRecord:
+                  retry_until_up: bool = False, blocklist: Any = None) -> ClusterRecord:
         """Create the cluster, failing over across zones, regions and providers."""
         if not self.store.reserve(name, owner=owner_tag(), **_row(task, placement)):
             return self._wait_for(name)
         try:
             placement, instances = self._provision_with_failover(name, task, placement,
-                                                                 retry_until_up)
+                                                                 retry_until_up, blocklist)
             provider = registry.get(placement.provider)
             self.store.set_nodes(name, [Node(i.rank, i.instance_id, i.address, i.info)
                                         for i in instances])
@@ -252,7 +252,8 @@ class Launcher:
         return record
 
     def _provision_with_failover(self, name: str, task: Task, placement: Any,
-                                 retry_until_up: bool) -> tuple[Any, list[Instance]]:
+                                 retry_until_up: bool, blocklist: Any = None
+                                 ) -> tuple[Any, list[Instance]]:
         from skyhop.provision.provisioner import Provisioner
         from skyhop.tracker.store import TrackerStore
 
@@ -271,7 +272,8 @@ class Launcher:
 
         placement, instances, _ = provisioner.provision(
             name, task, first=placement, on_placement=on_placement,
-            retry_until_up=retry_until_up, tags={"skyhop-owner": _owner()})
+            retry_until_up=retry_until_up, tags={"skyhop-owner": _owner()},
+            blocklist=blocklist)
         return placement, instances
 
     def _wait_for(self, name: str, timeout: float = 300.0) -> ClusterRecord:
@@ -304,13 +306,13 @@ class Launcher:
         self.store.remove(name)
 
     def ensure_up(self, name: str, task: Task, placement: Any,
-                  retry_until_up: bool = False) -> ClusterRecord:
+                  retry_until_up: bool = False, blocklist: Any = None) -> ClusterRecord:
         record = self.store.get(name)
         if record is None:
-            return self.provision(name, task, placement, retry_until_up)
+            return self.provision(name, task, placement, retry_until_up, blocklist)
         if record.status == INIT:  # an interrupted launch: start over
             self.teardown(name)
-            return self.provision(name, task, placement, retry_until_up)
+            return self.provision(name, task, placement, retry_until_up, blocklist)
         misfit = why_not_fits(record, task)
         if misfit:
             raise UserError(f"cluster {name!r} cannot run this task: {misfit}",
@@ -386,13 +388,15 @@ class Launcher:
         return failed
 
     def submit(self, record: ClusterRecord, task: Task, envs: dict[str, str],
-               secret_values: dict[str, str], detach: bool) -> LaunchResult:
+               secret_values: dict[str, str], detach: bool, *, job_name: str | None = None,
+               task_id: str | None = None) -> LaunchResult:
         client = self.agent(record)
         gpus = max((c for _, c in (task.resources.accelerators or [])), default=0)
         cpus = task.resources.cpus.value if task.resources.cpus else None
-        job_id = client.submit({"name": task.name, "run": task.run or "true",
+        job_id = client.submit({"name": job_name or task.name, "run": task.run or "true",
                                 "envs": envs, "secrets": secret_values,
-                                "num_nodes": task.num_nodes, "gpus": gpus, "cpus": cpus})
+                                "num_nodes": task.num_nodes, "gpus": gpus, "cpus": cpus,
+                                "task_id": task_id})
         self.reporter.stage("run", f"job {job_id} on {record.name}"
                             + (" (detached)" if detach else ""))
         if detach:

@@ -107,10 +107,12 @@ class Provisioner:
     def provision(self, name: str, task: Task, *, first: Any = None,
                   on_placement: Callable[[Any], None] | None = None,
                   retry_until_up: bool = False, max_wait_s: float | None = None,
-                  tags: dict[str, str] | None = None
+                  tags: dict[str, str] | None = None, blocklist: Blocklist | None = None
                   ) -> tuple[Any, list[Instance], list[AttemptResult]]:
-        """(placement, instances, attempt history) or ProvisionFailed."""
-        blocklist = Blocklist()
+        """(placement, instances, attempt history) or ProvisionFailed. `blocklist`: places
+        ruled out from the start (a managed job's preempted region)."""
+        given = blocklist or Blocklist()
+        blocklist = given
         history: list[AttemptResult] = []
         started = self.clock.now()
         backoff = BACKOFF_START_S
@@ -133,7 +135,7 @@ class Provisioner:
                                 f"({exc.message.splitlines()[0]})")
                     self.clock.sleep(pause)
                     backoff = min(backoff * 2, BACKOFF_MAX_S)
-                    blocklist = Blocklist()  # capacity comes back: try everything again
+                    blocklist = given  # capacity comes back: try everything again
                     continue
             if on_placement is not None:
                 on_placement(placement)  # intent in state before the provider spends

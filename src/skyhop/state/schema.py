@@ -15,7 +15,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 metadata = MetaData()
 
@@ -98,4 +98,36 @@ host_claims = Table(
     Column("host_id", String(256), primary_key=True),
     Column("cluster", String(128), nullable=False, index=True),
     Column("claimed_at", Float, nullable=False),
+)
+
+# Managed jobs: the controller's whole memory (it can be killed and restarted at any time).
+managed_jobs = Table(
+    "managed_jobs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128)),
+    Column("status", String(24), nullable=False, index=True),
+    Column("spec", JSON, nullable=False),  # the DAG as YAML text + options (no secrets)
+    Column("secrets", Text),  # encrypted (jobs/secrets.py): needed again at each recovery
+    Column("task_index", Integer, nullable=False),  # position in the DAG's order
+    Column("cluster", String(128)),
+    Column("agent_job_id", Integer),
+    Column("restarts", Integer, nullable=False),  # after user-code failures
+    Column("recoveries", Integer, nullable=False),  # after preemptions
+    Column("run_seconds", Float, nullable=False),  # progress: time the job ran, all tries
+    Column("submitted_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("ended_at", Float),
+    Column("deadline_at", Float),
+    Column("failure", Text),
+    Column("controller", String(128)),  # host:pid of the controller driving it
+    Column("cancel_requested", Integer, nullable=False),
+)
+
+managed_job_events = Table(
+    "managed_job_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, nullable=False, index=True),
+    Column("at", Float, nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("message", Text),
 )
