@@ -11,7 +11,6 @@ def decide(job: ManagedJob, policy_name: str) -> str:
     """"spot" or "on_demand" now. Progress is the job's run time so far; the job's length is
     the task's `estimated_hours` (1 h when not given)."""
     from skyhop.jobs.policies import JobState, get_policy
-
     from skyhop.spec import parse_dag
 
     dag = parse_dag(job.spec["yaml"])

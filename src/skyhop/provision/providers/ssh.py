@@ -233,26 +233,47 @@ class SSHPoolProvider:
         pass
 
     def provision(self, cluster: ClusterSpec, placement: Any, count: int) -> list[Instance]:
+        """Claim `count` free hosts of the shape that answer; an unreachable host is skipped
+        (and remembered as such) while others remain."""
         pool = placement.region
         shapes = self.shapes(pool)
         fitting = [h for h, s in shapes.items()
                    if "error" not in s and shape_name(s) == placement.instance_type]
-        claimed = self._claim(cluster.name, fitting, count)
-        if not claimed:
-            raise CapacityError(f"pool {pool!r} has fewer than {count} free "
-                                f"{placement.instance_type} host(s) ({len(fitting)} in all)",
-                                provider=self.name, region=pool,
-                                instance_type=placement.instance_type)
         hosts = self._hosts()
-        try:
+        unreachable: dict[str, str] = {}
+        while True:
+            candidates = [h for h in fitting if h not in unreachable]
+            claimed = self._claim(cluster.name, candidates, count)
+            if not claimed:
+                why = "".join(f"; {h.split(':', 2)[2]}: {e}" for h, e in unreachable.items())
+                raise CapacityError(f"pool {pool!r} has fewer than {count} free reachable "
+                                    f"{placement.instance_type} host(s) ({len(fitting)} in "
+                                    f"all{why})", provider=self.name, region=pool,
+                                    instance_type=placement.instance_type)
             with ThreadPoolExecutor(max_workers=len(claimed)) as threads:
-                list(threads.map(lambda h: self._runner(hosts[h]).check(), claimed))
-        except UserError as exc:
+                problems = list(threads.map(lambda h: self._problem(hosts[h]), claimed))
+            bad = {h: p for h, p in zip(claimed, problems, strict=True) if p}
+            if not bad:
+                return [self._instance(hosts[h], rank) for rank, h in enumerate(claimed)]
             self._release(claimed)
-            raise CapacityError(f"a host of pool {pool!r} is unreachable: {exc.message}",
-                                provider=self.name, region=pool,
-                                instance_type=placement.instance_type) from None
-        return [self._instance(hosts[h], rank) for rank, h in enumerate(claimed)]
+            unreachable.update(bad)
+            self._forget_shapes(pool, list(bad))
+
+    def _problem(self, host: PoolHost) -> str | None:
+        try:
+            self._runner(host).check()
+        except UserError as exc:
+            return exc.message
+        return None
+
+    def _forget_shapes(self, pool: str, host_ids: list[str]) -> None:
+        """Rediscover these hosts next time (they may have gone away for good)."""
+        path = self._cache_path(pool)
+        if path.exists():
+            cached = json.loads(path.read_text())
+            for host_id in host_ids:
+                cached.pop(host_id, None)
+            path.write_text(json.dumps(cached, indent=1))
 
     def _instance(self, host: PoolHost, rank: int) -> Instance:
         return Instance(host.host_id, rank, host.host,
