@@ -1,6 +1,7 @@
 """Managed jobs on the local provider, end to end: real controller processes, real agents,
 real nodes killed under them."""
 
+import contextlib
 import json
 import os
 import signal
@@ -71,10 +72,8 @@ def controller_pid(home: Path) -> int | None:
 def stop_controller(home: Path) -> None:
     pid = controller_pid(home)
     if pid:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def submit(home: Path, *args: str) -> int:
