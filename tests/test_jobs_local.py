@@ -63,10 +63,17 @@ def wait_for(job_id: int, predicate, timeout: float = 120) -> dict:
 
 
 def controller_pid(home: Path) -> int | None:
+    """The PID of this home's controller, only if that process is really it (a stale PID
+    may belong to anything by now)."""
     try:
-        return int((home / "jobs" / "controller.lock").read_text().split()[0])
+        pid = int((home / "jobs" / "controller.lock").read_text().split()[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
     except (OSError, ValueError, IndexError):
         return None
+    if b"skyhop.jobs.controller" in cmdline and f"SKYHOP_HOME={home}\0".encode() in environ:
+        return pid
+    return None
 
 
 def stop_controller(home: Path) -> None:

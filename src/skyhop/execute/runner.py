@@ -117,6 +117,18 @@ class LocalRunner:
             self.kill(process)
             raise
 
+    def open_process(self, command: str, *, env: dict[str, str] | None = None,
+                     cwd: str | None = None) -> ProcessStream:
+        """Start a long-lived process (a function worker) whose stdin and stdout are one
+        duplex byte stream; stderr goes to the same stream. Marked like every process
+        started for the node, in its own process group."""
+        workdir = self.resolve(cwd or f"~/{WORKDIR}")
+        os.makedirs(workdir, exist_ok=True)
+        return ProcessStream(subprocess.Popen(
+            ["/bin/bash", "-c", f"exec {command}"], cwd=workdir, env=self._env(env),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            bufsize=0, start_new_session=True))
+
     def kill(self, process: Process, grace: float = 5.0) -> None:
         kill_group(process.pid, grace)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -145,6 +157,36 @@ class LocalRunner:
                 st = path.lstat()
                 out[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns)
         return out
+
+
+class ProcessStream:
+    """A local process's stdin/stdout as one byte stream: write() sends all of the data,
+    readinto() returns what arrived (0 at the end), close() sends end-of-file."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+        self.label = f"pid {process.pid}"
+
+    def write(self, data: bytes | memoryview) -> None:
+        assert self.process.stdin is not None
+        view = memoryview(data).cast("B")
+        while view.nbytes:
+            written = self.process.stdin.write(view)
+            view = view[written or 0:]
+
+    def readinto(self, buffer: memoryview) -> int:
+        assert self.process.stdout is not None
+        return self.process.stdout.readinto(buffer) or 0
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+
+    def kill(self, grace: float = 2.0) -> None:
+        kill_group(self.process.pid, grace)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=grace)
 
 
 def connect_unix(address: str, timeout: float | None = 10.0):

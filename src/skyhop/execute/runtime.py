@@ -37,7 +37,24 @@ def package_zip() -> tuple[str, bytes]:
         for folder in sorted(folders):
             name = "skyhop/" + (folder.relative_to(root) / "__init__.py").as_posix()
             zf.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), b"")
+        # Function workers unpickle with cloudpickle (pure Python): nodes get this client's
+        # copy, so both ends always agree on its version.
+        for name, data in _vendored("cloudpickle"):
+            digest.update(name.encode() + b"\0" + data)
+            zf.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), data)
     return digest.hexdigest()[:16], buffer.getvalue()
+
+
+def _vendored(package: str) -> list[tuple[str, bytes]]:
+    """(name in the zip, contents) of an installed pure-Python package; [] without it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    root = Path(next(iter(spec.submodule_search_locations)))
+    return [(f"{package}/{path.relative_to(root).as_posix()}", path.read_bytes())
+            for path in sorted(root.rglob("*.py")) if "__pycache__" not in path.parts]
 
 
 _cache: tuple[str, bytes] | None = None

@@ -12,6 +12,7 @@ file per cluster (addresses are reused by new machines); pool hosts share one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import shlex
 import shutil
@@ -269,6 +270,97 @@ class SSHRunner:
 
     def connect_agent(self, address: str, timeout: float | None = 10.0) -> AgentChannel:
         return _wait(_open_agent_channel(self, address), timeout)
+
+
+    def open_process(self, command: str, *, env: dict[str, str] | None = None,
+                     cwd: str | None = None) -> ChannelStream:
+        """Start a long-lived process (a function worker) on an SSH channel whose stdin and
+        stdout are one duplex byte stream (stderr joins stdout). The environment travels
+        on the channel, never on a command line; the process group is recorded so node
+        cleanup stops it."""
+        token = f"fn-{time.time_ns()}"
+        lines = [f"export {key}={shlex.quote(value)}" for key, value in (env or {}).items()]
+        target = cwd or f"~/{remote.WORKDIR}"
+        quoted = ("~/" + shlex.quote(target[2:])) if target.startswith("~/") else (
+            shlex.quote(target))
+        lines += [f"mkdir -p {quoted} && cd {quoted} || exit 1",
+                  f"mkdir -p ~/{remote.PID_DIR} && echo $$ > ~/{remote.PID_DIR}/{token}",
+                  f"exec {command}"]
+        import base64
+
+        prologue = base64.b64encode("\n".join(lines).encode()) + b"\n"
+        process = _wait(_open_process(self, prologue), CONNECT_TIMEOUT_S + 10)
+        return ChannelStream(process, self, token)
+
+
+# Reads one line (bash's `read` takes exactly one line from a pipe, leaving the rest for the
+# worker), decodes the script in it and runs it; the script ends by exec'ing the worker.
+_OPEN_LAUNCHER = "bash -c " + shlex.quote(
+    'umask 077; IFS= read -r s && eval "$(printf %s "$s" | base64 -d)"')
+
+
+async def _open_process(runner: SSHRunner, prologue: bytes) -> Any:
+    conn = await runner._connection()
+    process = await conn.create_process(_OPEN_LAUNCHER, encoding=None,
+                                        stderr=-2)  # asyncssh.STDOUT
+    process.stdin.write(prologue)
+    return process
+
+
+class ChannelStream:
+    """An SSH channel as a blocking byte stream for threads outside the event loop. Small
+    writes are handed to the loop without waiting; large ones wait for the channel to drain
+    slice by slice, so a big value is never buffered whole."""
+
+    SMALL = 256 * 1024
+    SLICE = 1024 * 1024
+
+    def __init__(self, process: Any, runner: SSHRunner, token: str):
+        self._process = process
+        self._runner = runner
+        self._token = token
+        self.label = runner.label
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        if view.nbytes <= self.SMALL:
+            _background_loop().call_soon_threadsafe(self._write_now, bytes(view))
+            return
+        for start in range(0, view.nbytes, self.SLICE):
+            _wait(self._write_and_drain(bytes(view[start:start + self.SLICE])))
+
+    def _write_now(self, data: bytes) -> None:
+        try:
+            self._process.stdin.write(data)
+        except Exception:  # a closed channel: the reader sees its end
+            self._process.close()
+
+    async def _write_and_drain(self, data: bytes) -> None:
+        self._process.stdin.write(data)
+        await self._process.stdin.drain()
+
+    def readinto(self, buffer: memoryview) -> int:
+        try:
+            data = _wait(self._process.stdout.read(len(buffer)))
+        except Exception:
+            return 0
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        """End-of-file to the worker: it exits, and so does the channel."""
+        def eof() -> None:
+            try:
+                self._process.stdin.write_eof()
+            except Exception:
+                self._process.close()
+
+        _background_loop().call_soon_threadsafe(eof)
+
+    def kill(self, grace: float = 2.0) -> None:
+        _background_loop().call_soon_threadsafe(self._process.close)
+        with contextlib.suppress(UserError):  # a node that is gone took its processes along
+            self._runner.output_of(remote.kill_command(self._token, "KILL"))
 
 
 class AgentChannel:
