@@ -68,9 +68,11 @@ def controller_id() -> str:
 
 
 class Controller:
-    def __init__(self) -> None:
-        self.store = JobStore()
-        self.driver = JobDriver(self.store)
+    def __init__(self, driver: JobDriver | None = None, idle_exit_s: float = IDLE_EXIT_S
+                 ) -> None:
+        self.store = driver.jobs if driver is not None else JobStore()
+        self.driver = driver or JobDriver(self.store)
+        self.idle_exit_s = idle_exit_s
         self.me = controller_id()
         self.tasks: dict[int, asyncio.Task] = {}
         self._last_count: dict[int, float] = {}
@@ -83,25 +85,33 @@ class Controller:
         idle_since = time.monotonic()
         while True:
             active = await asyncio.to_thread(self.store.list, True)
-            for job in active:
-                if job.id not in self.tasks and await asyncio.to_thread(self._adopt, job):
-                    self.tasks[job.id] = asyncio.create_task(self._drive(job.id))
+            new = [j for j in active if j.id not in self.tasks]
+            for job_id in await asyncio.to_thread(self._adopt, new):
+                self.tasks[job_id] = asyncio.create_task(self._drive(job_id))
             for job_id in [j for j, t in self.tasks.items() if t.done()]:
                 self.tasks.pop(job_id)
             if self.tasks:
                 idle_since = time.monotonic()
-            elif time.monotonic() - idle_since > IDLE_EXIT_S:
+            elif time.monotonic() - idle_since > self.idle_exit_s:
                 return
             await asyncio.sleep(min(POLL_S, 1.0))
 
-    def _adopt(self, job: ManagedJob) -> bool:
+    def _adopt(self, jobs: list[ManagedJob]) -> list[int]:
+        """Jobs this controller now drives: its own, and those of controllers that are
+        gone (never those of another live controller, e.g. on another machine)."""
         from skyhop.execute.reconcile import owner_alive
 
-        if job.controller == self.me:
-            return True
-        if job.controller is not None and owner_alive(job.controller):
-            return False  # another live controller (another machine sharing the state)
-        return self.store.claim(job.id, self.me, job.controller)
+        mine = [j.id for j in jobs if j.controller == self.me]
+        alive: dict[str, bool] = {}
+        orphans = {}
+        for job in jobs:
+            owner = job.controller
+            if owner == self.me:
+                continue
+            if owner is not None and alive.setdefault(owner, owner_alive(owner)):
+                continue
+            orphans[job.id] = owner
+        return mine + (self.store.claim_many(self.me, orphans) if orphans else [])
 
     async def _drive(self, job_id: int) -> None:
         """Step the job until it is final; errors of one job never stop the others."""

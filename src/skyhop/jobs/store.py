@@ -149,6 +149,26 @@ class JobStore:
                              .values(cancel_requested=1))
         return ids
 
+    def claim_many(self, controller: str, previous: dict[int, str | None]) -> list[int]:
+        """Take over many jobs at once ({job id: the controller seen}); returns those won."""
+        sa, jobs, _ = self._tables()
+        by_previous: dict[str | None, list[int]] = {}
+        for job_id, owner in previous.items():
+            by_previous.setdefault(owner, []).append(job_id)
+        won: list[int] = []
+        with self.engine.begin() as conn:
+            for owner, ids in by_previous.items():
+                for first in range(0, len(ids), 500):  # bounded IN lists
+                    chunk = ids[first:first + 500]
+                    condition = (jobs.c.controller.is_(None) if owner is None
+                                 else jobs.c.controller == owner)
+                    conn.execute(sa.update(jobs).where(jobs.c.id.in_(chunk)).where(condition)
+                                 .values(controller=controller))
+                    won += [r.id for r in conn.execute(
+                        sa.select(jobs.c.id).where(jobs.c.id.in_(chunk))
+                        .where(jobs.c.controller == controller))]
+        return won
+
     def claim(self, job_id: int, controller: str, previous: str | None) -> bool:
         """Take over driving a job (compare-and-set on the controller column)."""
         sa, jobs, _ = self._tables()
