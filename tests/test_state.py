@@ -102,3 +102,23 @@ def test_bad_database_url_is_a_clear_error(monkeypatch):
     with pytest.raises(UserError, match="SKYHOP_DB_URL"):
         db.engine()
     assert os.environ["SKYHOP_DB_URL"] == "notadb://x"
+
+
+def test_fast_attempt_reader_matches_the_schema_and_the_store(tmp_path, monkeypatch):
+    from skyhop.state.fastread import ATTEMPT_COLUMNS
+    from skyhop.state.schema import attempts
+    from skyhop.tracker import Attempt, Key
+    from skyhop.tracker.store import TrackerStore
+
+    assert set(ATTEMPT_COLUMNS) <= {c.name for c in attempts.columns}
+    monkeypatch.setenv("SKYHOP_HOME", str(tmp_path))
+    monkeypatch.delenv("SKYHOP_DB_URL", raising=False)
+    written = [Attempt(100.0, Key("aws", "us-east-1", "use1-az1", "p3.2xlarge", True),
+                       "capacity", "none left"),
+               Attempt(200.0, Key("gcp", "us-central1", None, "n1", False), "ok")]
+    slow = TrackerStore(db.engine_for(f"sqlite:///{tmp_path / 'state.db'}"))
+    for attempt in written:
+        slow.record(attempt)
+    fast = TrackerStore()  # the default file: read with the standard library
+    assert fast.attempts(0.0) == slow.attempts(0.0) == written
+    assert fast.attempts(150.0) == written[1:]

@@ -51,3 +51,25 @@ def list_clusters(path: Path) -> list[ClusterRecord] | None:
         by_cluster.setdefault(node.pop("cluster"), []).append(node)
     return [ClusterRecord.from_row(_decode(CLUSTER_COLUMNS, r), by_cluster.get(r[0], []))
             for r in rows]
+
+
+ATTEMPT_COLUMNS = ("at", "provider", "region", "zone", "instance_type", "spot", "outcome",
+                   "message")
+
+
+def list_attempts(path: Path, since: float) -> list[tuple] | None:
+    """Provisioning attempts since `since` (oldest first), or None when this reader cannot
+    answer (no file, an older schema): the planner reads them on every launch."""
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error:
+        return None
+    try:
+        return conn.execute(f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM attempts WHERE at >= ?"
+                            " ORDER BY at", (since,)).fetchall()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from skyhop.tracker.tracker import Attempt, Key, Tracker
@@ -35,6 +36,16 @@ class TrackerStore:
                 outcome=attempt.outcome, message=attempt.message[:2000]))
 
     def attempts(self, since: float) -> list[Attempt]:
+        if self._engine is None:  # the default SQLite file: read it without SQLAlchemy
+            from skyhop import paths
+            from skyhop.state.fastread import list_attempts
+
+            url = paths.db_url()
+            if url.startswith("sqlite:///"):
+                rows = list_attempts(Path(url.removeprefix("sqlite:///")), since)
+                if rows is not None:
+                    return [Attempt(at, Key(p, r, z, t, bool(spot)), outcome, message or "")
+                            for at, p, r, z, t, spot, outcome, message in rows]
         import sqlalchemy as sa
 
         from skyhop.state.schema import attempts

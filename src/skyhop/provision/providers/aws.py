@@ -84,6 +84,19 @@ class _Network:
     key_name: str
 
 
+def _credential_hints() -> bool:
+    """Whether any source of the standard credential chain (other than instance metadata,
+    which `instance_role` covers) could hold credentials."""
+    env = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN",
+           "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+           "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+    if any(os.environ.get(name) for name in env):
+        return True
+    files = (os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials",
+             os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config")
+    return any(Path(f).expanduser().exists() for f in files)
+
+
 def known_hosts_file(cluster_name: str) -> Path:
     from skyhop import paths
 
@@ -114,6 +127,8 @@ class AwsProvider:
             return False, "boto3 is not installed: pip install 'skyhop[aws]'"
         if _settings().get("instance_role"):
             return True, ""
+        if not _credential_hints():  # nowhere to look: skip botocore's ~0.3 s import
+            return False, f"no AWS credentials found: {NO_CREDENTIALS_HINT}"
         try:
             import botocore.session
 
