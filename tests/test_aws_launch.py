@@ -277,3 +277,35 @@ def test_refresh_forgets_a_cluster_whose_machines_are_gone_and_gc_collects_orpha
     assert gc.returncode == 0, gc.stderr
     assert json.loads(gc.stdout)["terminated"] == {"orphan": [ids["orphan"]]}
     assert running_tagged(aws["ec2"]) == []
+
+
+def test_a_provider_that_refuses_fails_over_to_the_next_providers_own_api(aws, tmp_path):
+    """AWS rejects the credentials: the provider is blocked, and the launch goes to the next
+    choice, an SSH pool, through the pool's own provider."""
+    pool_host = "10.213.0.61"
+    aws["hosts"].add(pool_host)
+    try:
+        config = json.loads((aws["home"] / "config.yaml").read_text())
+        config["ssh_pools"] = {"lab": {"hosts": [pool_host], "user": sshhosts.USER,
+                                       "identity_file": str(aws["hosts"].client_key)}}
+        (aws["home"] / "config.yaml").write_text(json.dumps(config))
+        aws["server"].set_faults([{"action": "RunInstances", "code": "AuthFailure",
+                                   "status": 401}])
+        task = tmp_path / "task.yaml"
+        task.write_text("""
+resources:
+  ordered:
+    - {infra: aws/us-east-1, cpus: 2+}
+    - {infra: ssh/lab}
+run: echo "ran on $(hostname)"
+""")
+        result = sky("launch", str(task), "-c", "either")
+        assert result.returncode == 0, result.stderr + result.stdout
+        assert "AuthFailure" in result.stderr
+        assert f"ran on {aws['hosts'].hosts[pool_host].namespace}" in result.stdout
+        [cluster] = json.loads(sky("status", "--json").stdout)
+        assert cluster["provider"] == "ssh"
+        assert running_tagged(aws["ec2"]) == []
+    finally:
+        sky("down", "either", "-y")
+        aws["hosts"].remove(pool_host)
