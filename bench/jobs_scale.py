@@ -88,8 +88,9 @@ def main() -> None:
     print(f"{args.jobs} jobs, one controller, simulated machines (runs 5-20 s, 10% preempted)")
     print(f"  finished: {succeeded}/{args.jobs} succeeded in {wall:.1f} s")
     print(f"  transitions: {transitions} ({transitions / wall:.0f}/s)   target >= 100/s")
-    print(f"  resident memory: peak {peak[0]:.0f} MiB, {(peak[0] - baseline) * 1024 / args.jobs:.1f}"
-          f" KiB per job over the {baseline:.0f} MiB baseline   target < 2048 MiB")
+    per_job_kib = (peak[0] - baseline) * 1024 / args.jobs
+    print(f"  resident memory: peak {peak[0]:.0f} MiB, {per_job_kib:.1f} KiB per job over the "
+          f"{baseline:.0f} MiB baseline   target < 2048 MiB")
     print(f"  submit -> running: median {statistics.median(waits):.1f} s, max {waits[-1]:.1f} s"
           f" ({len(waits)} of {args.jobs} jobs ran)")
     print(f"  max RSS (getrusage): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}"

@@ -4,6 +4,7 @@ stays cheap):
     skyhop.Task, skyhop.Resources, skyhop.Dag          the task language
     skyhop.optimize(dag)                                 plan by cost or time
     skyhop.launch / exec / status / down / cost_report   run on clusters
+    skyhop.function, Compute, Spec, gather, instance_info  Python functions on pools
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ _EXPORTS = {
     "down": "skyhop.sdk",
     "cost_report": "skyhop.sdk",
     "UserError": "skyhop.errors",
+    "function": "skyhop.functions.function",
+    "gather": "skyhop.functions.function",
+    "Compute": "skyhop.functions.compute",
+    "Spec": "skyhop.functions.compute",
+    "instance_info": "skyhop.functions.info",
 }
 
 __all__ = sorted(_EXPORTS)

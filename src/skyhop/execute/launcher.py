@@ -17,7 +17,7 @@ from skyhop import paths
 from skyhop.errors import UserError
 from skyhop.execute import sync
 from skyhop.execute.agent_client import AgentClient
-from skyhop.execute.reconcile import owner_tag
+from skyhop.execute.reconcile import owner_alive, owner_tag
 from skyhop.execute.report import PlainReporter, Reporter
 from skyhop.execute.runner import LocalRunner, Runner
 from skyhop.execute.ssh_runner import SSHRunner
@@ -310,9 +310,12 @@ class Launcher:
         record = self.store.get(name)
         if record is None:
             return self.provision(name, task, placement, retry_until_up, blocklist)
-        if record.status == INIT:  # an interrupted launch: start over
-            self.teardown(name)
-            return self.provision(name, task, placement, retry_until_up, blocklist)
+        if record.status == INIT:
+            if owner_alive(record.owner):  # another launch is creating it right now
+                record = self._wait_for(name)
+            else:  # an interrupted launch: start over
+                self.teardown(name)
+                return self.provision(name, task, placement, retry_until_up, blocklist)
         misfit = why_not_fits(record, task)
         if misfit:
             raise UserError(f"cluster {name!r} cannot run this task: {misfit}",

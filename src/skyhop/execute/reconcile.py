@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 
 from skyhop.errors import UserError
@@ -43,6 +44,21 @@ def owner_alive(owner: str | None) -> bool:
         if fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):  # a zombie is dead too
             return False
     return True
+
+
+def lease_lapsed(record: ClusterRecord, now: float | None = None) -> bool:
+    """Whether an ephemeral cluster (a function pool, `handle.ephemeral`) outlived its
+    client. It lives only while the process that made it does: on this machine that is
+    known exactly (the owner's PID); from another machine, by the client's heartbeat in
+    `handle.heartbeat`, which must be newer than `handle.lease_s` seconds."""
+    handle = record.handle or {}
+    if not handle.get("ephemeral"):
+        return False
+    host = (record.owner or "").rpartition(":")[0]
+    if not record.owner or host == socket.gethostname():
+        return not owner_alive(record.owner)
+    beat, lease = handle.get("heartbeat"), handle.get("lease_s")
+    return beat is not None and lease is not None and (now or time.time()) - beat > lease
 
 
 @dataclass
@@ -78,6 +94,10 @@ def refresh(store: ClusterStore | None = None) -> Report:
             _finish_teardown(store, record, report, ids)
             what = "launch" if record.status == INIT else "teardown"
             report.changes.append(f"{record.name}: its {what} was interrupted; "
+                                  f"{len(ids)} node(s) terminated, cluster removed")
+        elif record.status != TERMINATING and lease_lapsed(record):
+            _finish_teardown(store, record, report, ids)
+            report.changes.append(f"{record.name}: an ephemeral pool whose client is gone; "
                                   f"{len(ids)} node(s) terminated, cluster removed")
         elif record.status == UP and not truth:
             _finish_teardown(store, record, report, [])

@@ -109,9 +109,10 @@ class LocalRunner:
         process = self.spawn(command, env=env, cwd=cwd)
         try:
             assert process.stdout is not None
-            for raw in process.stdout:
-                if output is not None:
-                    output(raw.decode(errors="replace"))
+            with process.stdout:
+                for raw in process.stdout:
+                    if output is not None:
+                        output(raw.decode(errors="replace"))
             return process.wait()
         except BaseException:
             self.kill(process)
@@ -184,9 +185,14 @@ class ProcessStream:
             self.process.stdin.close()
 
     def kill(self, grace: float = 2.0) -> None:
+        """Stop its process group (quick when it already exited) and release the pipes."""
         kill_group(self.process.pid, grace)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=grace)
+        for pipe in (self.process.stdin, self.process.stdout):
+            with contextlib.suppress(OSError, ValueError):
+                if pipe is not None:
+                    pipe.close()
 
 
 def connect_unix(address: str, timeout: float | None = 10.0):

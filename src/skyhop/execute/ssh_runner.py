@@ -125,9 +125,28 @@ class SSHRunner:
         with self.known_hosts.open("a") as fh:
             fh.write(line)
 
-    def check(self) -> None:
-        """Raise Unreachable with a clear reason unless the node answers."""
-        _wait(self._connection())
+    def check(self, timeout: float = 15.0) -> None:
+        """Raise Unreachable with a clear reason unless the node answers now. A cached
+        connection may be dead without knowing it (the host vanished): probe it, and on
+        silence drop it and connect afresh."""
+        async def probe() -> None:
+            conn = await self._connection()
+            try:
+                await asyncio.wait_for(conn.run("true", check=False), timeout)
+            except Exception:  # any failure of the old connection: try a new one
+                conn.close()
+                _connections.pop(self._key, None)
+                fresh = await self._connection()
+                await asyncio.wait_for(fresh.run("true", check=False), timeout)
+
+        try:
+            _wait(probe())
+        except Unreachable:
+            raise
+        except (OSError, TimeoutError) as exc:
+            raise Unreachable(f"cannot reach {self.label}: {exc or type(exc).__name__}",
+                              hint=f"is the machine up and is port {self.port} open to this "
+                                   "one?") from None
 
     def close(self) -> None:
         conn = _connections.pop(self._key, None)
@@ -152,14 +171,38 @@ class SSHRunner:
             cwd: str | None = None, output: Callable[[str], None] | None = None) -> int:
         token = f"run-{time.time_ns()}"
         future = asyncio.run_coroutine_threadsafe(
-            self._run(command, remote.script(command, env, cwd), output, token),
+            self._fresh_on_failure(lambda: self._run(command, remote.script(command, env, cwd),
+                                                     output, token)),
             _background_loop())
         try:
             return future.result()
+        except Unreachable:
+            raise
         except BaseException:
             future.cancel()
-            self.output_of(remote.kill_command(token, "KILL"))
+            with contextlib.suppress(Unreachable):
+                self.output_of(remote.kill_command(token, "KILL"))
             raise
+
+    async def _fresh_on_failure(self, start: Callable[[], Any]) -> Any:
+        """Run `start()`; when the cached connection turns out dead (the host went away or
+        rebooted), drop it and try once on a new one; still failing means unreachable."""
+        import asyncssh
+
+        for attempt in (1, 2):
+            try:
+                return await start()
+            except (OSError, asyncssh.Error) as exc:
+                if isinstance(exc, asyncssh.ProcessError):
+                    raise
+                conn = _connections.pop(self._key, None)
+                if conn is not None:
+                    conn.close()
+                if attempt == 2:
+                    raise Unreachable(f"lost the connection to {self.label}: "
+                                      f"{exc or type(exc).__name__}",
+                                      hint="is the machine still up?") from None
+        raise AssertionError("unreachable")
 
     def output_of(self, command: str, stdin: bytes = b"") -> tuple[int, str]:
         """(exit code, output) of a short command run as is."""
@@ -170,7 +213,7 @@ class SSHRunner:
                     (result.stdout or b"").decode(errors="replace")
                     + (result.stderr or b"").decode(errors="replace"))
 
-        return _wait(go())
+        return _wait(self._fresh_on_failure(go))
 
     @property
     def home(self) -> str:
@@ -269,7 +312,8 @@ class SSHRunner:
         return runtime.ensure(self)
 
     def connect_agent(self, address: str, timeout: float | None = 10.0) -> AgentChannel:
-        return _wait(_open_agent_channel(self, address), timeout)
+        return _wait(self._fresh_on_failure(lambda: _open_agent_channel(self, address)),
+                     timeout)
 
 
     def open_process(self, command: str, *, env: dict[str, str] | None = None,
@@ -300,9 +344,17 @@ _OPEN_LAUNCHER = "bash -c " + shlex.quote(
 
 
 async def _open_process(runner: SSHRunner, prologue: bytes) -> Any:
+    import asyncssh
+
     conn = await runner._connection()
-    process = await conn.create_process(_OPEN_LAUNCHER, encoding=None,
-                                        stderr=-2)  # asyncssh.STDOUT
+    try:
+        process = await conn.create_process(_OPEN_LAUNCHER, encoding=None,
+                                            stderr=asyncssh.STDOUT)
+    except (OSError, asyncssh.Error) as exc:
+        _connections.pop(runner._key, None)  # a dead connection: the next call reconnects
+        raise Unreachable(f"{runner.label}: cannot start a process there: "
+                          f"{exc or type(exc).__name__}",
+                          hint="is the machine still up and reachable?") from None
     process.stdin.write(prologue)
     return process
 
@@ -375,7 +427,8 @@ class AgentChannel:
         self._timeout = timeout
 
     def sendall(self, data: bytes) -> None:
-        self._process.stdin.write(data)
+        # asyncssh objects belong to the loop's thread: hand the write over to it
+        _background_loop().call_soon_threadsafe(self._process.stdin.write, data)
 
     def recv(self, size: int) -> bytes:
         return _wait(self._process.stdout.read(size), self._timeout)

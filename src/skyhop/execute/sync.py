@@ -30,7 +30,7 @@ def _ignore_spec(root: Path):
         if path.is_file():
             lines += path.read_text(errors="replace").splitlines()
             break
-    return pathspec.PathSpec.from_lines("gitwildmatch", lines)
+    return pathspec.PathSpec.from_lines("gitignore", lines)
 
 
 def local_files(root: Path) -> dict[str, tuple[int, int]]:

@@ -95,14 +95,31 @@ class WorkerConnection:
             return 0
 
     # -- start -----------------------------------------------------------------------------
+    def _deadline(self, what: str) -> threading.Timer:
+        """Kill the worker if `what` takes longer than HANDSHAKE_TIMEOUT_S (a hung node)."""
+        def expire() -> None:
+            self.lost_reason = f"no answer to {what} within {HANDSHAKE_TIMEOUT_S:g} s"
+            with contextlib.suppress(OSError, ValueError, UserError):
+                self.stream.kill()
+
+        timer = threading.Timer(HANDSHAKE_TIMEOUT_S, expire)
+        timer.daemon = True
+        timer.start()
+        return timer
+
     def handshake(self) -> dict[str, Any]:
         """Read the worker's HELLO (what it runs on); start-up noise becomes the error."""
-        noise = self._reader.skip_to_magic()
-        frame = self._reader.read() if noise is not None else None
+        timer = self._deadline("the start")
+        try:
+            noise = self._reader.skip_to_magic()
+            frame = self._reader.read() if noise is not None else None
+        finally:
+            timer.cancel()
         if frame is None or frame[0] != p.HELLO:
             text = (noise or b"").decode(errors="replace").strip()
+            why = text[-2000:] or self.lost_reason
             raise UserError(f"{self.label}: the function worker did not start"
-                            + (f":\n{text[-2000:]}" if text else ""),
+                            + (f":\n{why}" if why else ""),
                             hint="check that python3 runs on the node")
         self.hello = p.read_json(frame[2])
         if self.hello.get("error"):
@@ -113,10 +130,18 @@ class WorkerConnection:
         """Send INIT, wait for READY, then serve responses from the reader thread."""
         with self._lock:
             self._writer.send_json(p.INIT, settings)
+        timer = self._deadline("its settings")
+        try:
+            return self._await_ready()
+        finally:
+            timer.cancel()
+
+    def _await_ready(self) -> dict[str, Any]:
         while True:
             frame = self._reader.read()
             if frame is None:
-                raise UserError(f"{self.label}: the function worker exited while starting")
+                raise UserError(f"{self.label}: the function worker exited while starting"
+                                + (f" ({self.lost_reason})" if self.lost_reason else ""))
             kind, ident, parts = frame
             if kind == p.OUTPUT:
                 self.printer.write(ident, parts[0])
@@ -248,10 +273,12 @@ class WorkerConnection:
                     self._writer.send(p.SHUTDOWN)
         with contextlib.suppress(OSError, ValueError):
             self.stream.close()
-        if not self.done.wait(wait):
-            self.kill("the pool was closed")
+        self.done.wait(wait)
+        self.kill("the pool was closed")  # and release what the stream holds
 
     def kill(self, reason: str) -> None:
-        self.lost_reason = self.lost_reason or reason
+        with self._lock:  # no new call goes to it; the pool waits for its replacement
+            self.closed = True
+            self.lost_reason = self.lost_reason or reason
         with contextlib.suppress(OSError, ValueError, UserError):
             self.stream.kill()

@@ -7,8 +7,9 @@
 - `pip`: installed with `pip install --target` into a directory keyed by the interpreter
   and the requirement list, kept between pools (remote: under ~/.skyhop/runtime, which node
   cleanup keeps; local: under $SKYHOP_HOME/functions/pip), so a warm pool skips it
-- `include`: local files and folders copied (only what changed) to the node's code folder,
-  which goes on sys.path; a local pool links them instead
+- `include`: local files and folders copied (only what changed) to the node's code folder
+  (`~/.skyhop/functions/code`, before pip runs), which goes on sys.path; a local pool
+  links them instead
 - `env`: set in the worker before any call
 """
 
@@ -88,7 +89,9 @@ def python_command(runner: Any, python: str | None) -> str:
 
 
 def pip_key(python: str, packages: list[str]) -> str:
-    return hashlib.sha256(json.dumps([python, packages]).encode()).hexdigest()[:16]
+    """The install's identity: the interpreter (not skyhop's runtime version) and the list."""
+    interpreter = python.rsplit(" ", 1)[-1]
+    return hashlib.sha256(json.dumps([interpreter, packages]).encode()).hexdigest()[:16]
 
 
 def install_pip(runner: Any, python: str, packages: list[str], label: str) -> str:
@@ -97,7 +100,7 @@ def install_pip(runner: Any, python: str, packages: list[str], label: str) -> st
     target = (str(paths.home() / "functions" / "pip" / key) if isinstance(runner, LocalRunner)
               else runner.resolve(f"~/{runtime.REMOTE_DIR}/pip-{key}"))
     quoted = shlex.quote(target)
-    args = " ".join(shlex.quote(p) for p in packages)
+    args = " ".join(_node_quote(p) for p in packages)
     lines: list[str] = []
     code = runner.run(
         f"test -f {quoted}/.complete && exit 0; rm -rf {quoted}; "
@@ -110,6 +113,11 @@ def install_pip(runner: Any, python: str, packages: list[str], label: str) -> st
                         hint="check the names and versions; a node installs from the package "
                              "indexes its own pip is configured for")
     return target
+
+
+def _node_quote(arg: str) -> str:
+    """Quoted for the node's shell, keeping a leading `~/` (the node's home) live."""
+    return "~/" + shlex.quote(arg[2:]) if arg.startswith("~/") else shlex.quote(arg)
 
 
 def install_apt(runner: Any, packages: list[str], label: str) -> None:
@@ -151,16 +159,16 @@ def install_code(runner: Any, include: list[Path]) -> str:
 
 def prepare(runner: Any, environment: Environment, label: str,
             pip_dir: str | None = None) -> NodeSetup:
-    """Make the node ready for its worker (apt, pip, code), in this order."""
+    """Make the node ready for its worker (apt, code, pip), in this order."""
     python = python_command(runner, environment.python)
     local = isinstance(runner, LocalRunner)
     if environment.apt and not local:
         install_apt(runner, environment.apt, label)
     sys_path: list[str] = []
-    if environment.pip:
-        sys_path.append(pip_dir or install_pip(runner, python, environment.pip, label))
-    if environment.include:
+    if environment.include:  # first: pip may install wheels that came this way
         sys_path.append(install_code(runner, environment.include))
+    if environment.pip:
+        sys_path.insert(0, pip_dir or install_pip(runner, python, environment.pip, label))
     if local and environment.python is None:
         # this machine's code is that node's code: what imports here imports there
         sys_path += [p for p in sys.path if p and Path(p).is_dir()]

@@ -77,9 +77,9 @@ def _ship_by_value(fn: Callable[..., Any]) -> None:
         return
     path = getattr(module, "__file__", None)
     if path and not _installed(path):
-        import cloudpickle
+        from skyhop.functions.protocol import _cloudpickle
 
-        cloudpickle.register_pickle_by_value(module)
+        _cloudpickle().register_pickle_by_value(module)
 
 
 class RemoteFunction(Generic[T]):

@@ -16,6 +16,7 @@ import io
 import json
 import pickle
 import struct
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,7 @@ CALL_META = struct.Struct("!16sd")  # function digest, timeout in seconds (0: no
 SMALL = 256 * 1024  # messages up to this size go out in one write
 SLICE = 4 * 1024 * 1024  # larger parts are written in slices of this size
 OOB_MIN = 64 * 1024  # bytes values from this size travel out-of-band
+BYTES_ID = "skyhop:bytes"  # the persistent id of an out-of-band bytes value
 MAX_PARTS = 1 << 20
 
 Part = Any  # bytes, bytearray or memoryview
@@ -163,21 +165,64 @@ class FrameReader:
 _pickler_class: Any = None
 
 
+def _cloudpickle() -> Any:
+    try:
+        import cloudpickle
+    except ImportError:
+        from skyhop.errors import UserError
+
+        raise UserError("skyhop functions need cloudpickle, which is not installed here",
+                        hint="pip install cloudpickle") from None
+    return cloudpickle
+
+
 def _pickler() -> Any:
-    """cloudpickle's Pickler, sending large bytes out-of-band too (pickle only does that
-    for bytearray and buffer-protocol types such as numpy arrays)."""
+    """cloudpickle's Pickler, sending large bytes out-of-band too (pickle does that only for
+    bytearray and buffer-protocol types such as numpy arrays; bytes, which torch's storages
+    pickle into, would otherwise be copied into the pickle)."""
     global _pickler_class
     if _pickler_class is None:
-        import cloudpickle
+        cloudpickle = _cloudpickle()
+        code_reduce = cloudpickle.cloudpickle._code_reduce
 
         class Pickler(cloudpickle.Pickler):
+            def __init__(self, file: Any, protocol: int, buffer_callback: Any = None):
+                super().__init__(file, protocol=protocol, buffer_callback=buffer_callback)
+                self._out_of_band = buffer_callback
+
+            def persistent_id(self, obj: Any) -> Any:
+                # called for every object, unlike reducer_override (not for bytes)
+                if (type(obj) is bytes and len(obj) >= OOB_MIN
+                        and self._out_of_band is not None):
+                    self._out_of_band(pickle.PickleBuffer(obj))
+                    return BYTES_ID
+                return None
+
             def reducer_override(self, obj: Any) -> Any:
-                if type(obj) is bytes and len(obj) >= OOB_MIN:
-                    return bytes, (pickle.PickleBuffer(obj),)
+                if type(obj) is types.CodeType:
+                    # keep the real file name (cloudpickle writes "<dynamic-code>"), so
+                    # remote tracebacks point at the user's file and line
+                    make, args = code_reduce(obj)
+                    return make, tuple(obj.co_filename if a == "<dynamic-code>" else a
+                                       for a in args)
                 return super().reducer_override(obj)
 
         _pickler_class = Pickler
     return _pickler_class
+
+
+class _Unpickler(pickle.Unpickler):
+    """Takes the out-of-band buffers in pickling order, for pickle's own (numpy arrays,
+    bytearrays) and for large bytes alike."""
+
+    def __init__(self, data: Part, buffers: list[Part]):
+        self._buffers = iter(buffers)
+        super().__init__(io.BytesIO(data), buffers=self._buffers)
+
+    def persistent_load(self, pid: Any) -> Any:
+        if pid == BYTES_ID:
+            return bytes(next(self._buffers))
+        raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
 
 
 def dumps(value: Any) -> list[Part]:
@@ -190,13 +235,16 @@ def dumps(value: Any) -> list[Part]:
 
 
 def loads(parts: list[Part]) -> Any:
-    return pickle.loads(parts[0], buffers=parts[1:])
+    if len(parts) == 1:
+        return pickle.loads(parts[0])
+    return _Unpickler(parts[0], parts[1:]).load()
 
 
 def dumps_function(fn: Any) -> bytes:
-    import cloudpickle
-
-    return cloudpickle.dumps(fn, protocol=5)
+    """A self-contained pickle of a function (no out-of-band buffers)."""
+    out = io.BytesIO()
+    _pickler()(out, protocol=5).dump(fn)
+    return out.getvalue()
 
 
 def read_json(parts: list[Part]) -> Any:

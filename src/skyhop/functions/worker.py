@@ -175,6 +175,7 @@ class Worker:
                     self._cancelled.discard(ident)
                     continue
                 self.call(ident, parts)
+                self._cancelled.discard(ident)  # a cancel that came too late to skip it
 
     def init(self, settings: dict[str, Any]) -> None:
         """Environment, import paths and the node's place in the pool, before any call."""
@@ -246,7 +247,10 @@ class Worker:
         self.send(p.RESULT, ident, result)
 
     def _error(self, exc: BaseException, timeout: float) -> Any:
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        tb = exc.__traceback__
+        if tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next  # the worker's own frame says nothing to the user
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
         if isinstance(exc, _Timeout) or self._alarm:
             # where the call was when its time ran out, as a TimeoutError
             exc = TimeoutError(f"the call did not finish within its timeout of {timeout:g} s")
