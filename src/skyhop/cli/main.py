@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from skyhop.cli import clusters, infra, jobs, tracker
+from skyhop.cli import clusters, infra, jobs, simulate, tracker
 from skyhop.errors import UserError
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ clusters.register(app)
 tracker.register(app)
 infra.register(app)
 jobs.register(app)
+simulate.register(app)
 
 _state = {"debug": False}
 

@@ -11,19 +11,19 @@ Discretisation (the same for the policies' replay and for the omniscient optimum
 exactly comparable): decisions are taken at tick boundaries (the trace's `gap_seconds`); time
 inside a tick is counted in `units_per_tick` equal units, the fewest (up to 12) that make the
 changeover a whole number of units within 2.5% (e.g. 195 s ticks: 3 units of 65 s, changeover
-0.2 h = 11 units = 715 s). The job's compute is rounded up and its deadline down to units and
-whole ticks.
+0.2 h = 11 units = 715 s). The job's compute is rounded up, and its deadline down, to units.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from skyhop.clock import VirtualClock
-from skyhop.jobs.policies import ON_DEMAND, SPOT, JobState, Policy
+from skyhop.jobs.policies import ON_DEMAND, SPOT, Instance, JobState, Policy
 from skyhop.sim.traces import Trace
 
 MAX_UNITS_PER_TICK = 12
@@ -50,7 +50,7 @@ class Grid:
     gap_s: float
     units_per_tick: int  # q
     work_units: int  # P: the job's compute
-    deadline_ticks: int  # T
+    deadline_units: int  # the deadline
     changeover_units: int  # c
 
     @classmethod
@@ -64,7 +64,17 @@ class Grid:
                 break
         unit_s = gap_s / q
         return cls(gap_s, q, max(1, math.ceil(job.compute_h * 3600 / unit_s - 1e-9)),
-                   math.floor(job.deadline_h * 3600 / gap_s + 1e-9), round(d_s / unit_s))
+                   math.floor(job.deadline_h * 3600 / unit_s + 1e-9), round(d_s / unit_s))
+
+    @property
+    def deadline_ticks(self) -> int:
+        """T: the ticks the job may use (the last one possibly in part)."""
+        return -(-self.deadline_units // self.units_per_tick)
+
+    @property
+    def feasible(self) -> bool:
+        """Whether on-demand from the start meets the deadline."""
+        return self.work_units + self.changeover_units <= self.deadline_units
 
     @property
     def unit_h(self) -> float:
@@ -76,7 +86,7 @@ class Grid:
 
     @property
     def deadline_h(self) -> float:
-        return self.deadline_ticks * self.tick_h
+        return self.deadline_units * self.unit_h
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,16 +120,35 @@ def on_demand_cost(job: Job, prices: Prices, gap_s: float) -> float:
     return (g.work_units + g.changeover_units) * g.unit_h * prices.on_demand
 
 
+def periods(available: np.ndarray, gap_s: float) -> list[tuple[bool, float]]:
+    """Run lengths of a per-tick availability mask: (available, hours), oldest first."""
+    out: list[tuple[bool, float]] = []
+    if len(available) == 0:
+        return out
+    change = np.flatnonzero(available[1:] != available[:-1]) + 1
+    bounds = [0, *change.tolist(), len(available)]
+    for lo, hi in itertools.pairwise(bounds):
+        out.append((bool(available[lo]), (hi - lo) * gap_s / 3600))
+    return out
+
+
 def simulate(trace: Trace, policy: Policy, job: Job, prices: Prices, *, start_tick: int = 0,
-             nodes: int = 1) -> SimResult:
-    """Replay `policy` on the trace from `start_tick`, deciding at every tick boundary."""
+             nodes: int = 1, history_h: float = 0.0) -> SimResult:
+    """Replay `policy` on the trace from `start_tick`, deciding at every tick boundary. A
+    policy that learns (`observe_history`) is first shown up to `history_h` hours of the trace
+    before the start: what a tracker would have seen, never the future."""
     g = Grid.of(job, trace.gap_s)
+    observe = getattr(policy, "observe_history", None)
+    if history_h > 0 and observe is not None and start_tick > 0:
+        first = max(0, start_tick - round(history_h * 3600 / trace.gap_s))
+        observe(periods(trace.available[first:start_tick] >= nodes, trace.gap_s))
     q, work, c, ticks = g.units_per_tick, g.work_units, g.changeover_units, g.deadline_ticks
     spot = spot_mask(trace, start_tick, ticks, nodes).tolist()
     uh, tick_h = g.unit_h, g.tick_h
+    ratio = prices.on_demand / prices.spot if prices.spot > 0 else None
     clock = VirtualClock()
     done = co_left = spot_units = od_units = preemptions = changeovers = 0
-    current: str | None = None
+    current: Instance | None = None
     finish: int | None = None  # in units since the start
     for i in range(ticks):
         available = spot[i]
@@ -128,11 +157,12 @@ def simulate(trace: Trace, policy: Policy, job: Job, prices: Prices, *, start_ti
             preemptions += 1
         decision = policy.decide(JobState(
             now_h=clock.now() / 3600, elapsed_compute_h=done * uh, total_compute_h=work * uh,
-            deadline_h=ticks * tick_h, changeover_h=c * uh, current=current,  # type: ignore[arg-type]
-            spot_available=available, step_h=tick_h, changeover_left_h=co_left * uh))
+            deadline_h=g.deadline_h, changeover_h=c * uh, current=current,
+            spot_available=available, step_h=tick_h, changeover_left_h=co_left * uh,
+            price_ratio=ratio))
         if (decision == SPOT and available) or decision == ON_DEMAND:
             if current != decision:
-                current, co_left = decision, c
+                current, co_left = (SPOT if decision == SPOT else ON_DEMAND), c
                 changeovers += 1
         else:  # wait, or spot asked for while there is none
             current, co_left = None, 0
@@ -150,7 +180,7 @@ def simulate(trace: Trace, policy: Policy, job: Job, prices: Prices, *, start_ti
                 finish = i * q + used + gain
                 break
         clock.advance(g.gap_s)
-    met = finish is not None
+    met = finish is not None and finish <= g.deadline_units
     if finish is None:  # late: finish on on-demand after the deadline, and say so
         if current == ON_DEMAND:
             extra = co_left + work - done
@@ -177,16 +207,17 @@ def omniscient_costs(trace: Trace, job: Job, prices: Prices, start_ticks: list[i
     """`omniscient` for many start ticks at once (one vectorised pass).
 
     Exact dynamic programme over the grid above, backwards in time. The state at a tick
-    boundary is (lag z, mode): the lag is time elapsed minus progress, in units, so running
-    keeps it, a tick idle adds a tick, a changeover adds the changeover; the job can still make
-    the deadline iff z <= Z = T*q - P. Modes: idle, spot running, on-demand running (changeover
-    done). A start jumps over its changeover (stopping during one only wastes money, and
-    starting spot that will not outlive its changeover is never optimal), so the programme
-    has three value arrays per tick over (window, z).
+    boundary is (lag z, mode). The lag is time elapsed minus progress, in units: running keeps
+    it, a tick idle adds a tick, a changeover adds the changeover; the job can still make the
+    deadline iff z <= Z = deadline - P (in units). Modes: idle, spot running, on-demand
+    running (changeover done). A start jumps over its changeover (stopping during one only
+    wastes money, and starting spot that will not outlive its changeover is never optimal),
+    so the programme has three value arrays per tick over (window, z). Checked against brute
+    force over every decision sequence in tests/test_spot_policies.py.
     """
     g = Grid.of(job, trace.gap_s)
     q, work, c, ticks = g.units_per_tick, g.work_units, g.changeover_units, g.deadline_ticks
-    max_lag = ticks * q - work
+    max_lag = g.deadline_units - work
     windows = len(start_ticks)
     if max_lag < c or windows == 0:
         return np.full(windows, math.inf)
@@ -254,3 +285,41 @@ def window_starts(trace: Trace, job: Job, every_h: float) -> list[int]:
     last = len(trace.available) - g.deadline_ticks
     step = max(1, round(every_h * 3600 / trace.gap_s))
     return list(range(0, last + 1, step)) if last >= 0 else []
+
+
+# --- prices from the catalog ----------------------------------------------------------------------
+
+FALLBACK_REGION = "us-east-1"  # for traces from regions the catalog has no price for (e.g. GCP)
+
+
+def catalog_prices(instance_type: str, region: str, catalog=None) -> tuple[Prices, str]:
+    """`instance_type`'s AWS prices in `region` (else in us-east-1) and the region used: the
+    on-demand price, and the median spot price across the region's zones (AWS prices spot
+    per AZ ID, README section 1.3; the trace's AZ name maps to an account-specific ID, so the
+    zone's own price is unknowable)."""
+    import statistics
+
+    if catalog is None:
+        from skyhop.catalog.catalog import load_catalog
+
+        catalog = load_catalog()
+    if instance_type not in catalog.instance_types:
+        raise ValueError(f"the catalog has no instance type {instance_type!r}")
+    rows = (catalog.instance_type == catalog.instance_types.index(instance_type)).nonzero()[0]
+    offers = [catalog.offer(int(r)) for r in rows]
+    for where in (region, FALLBACK_REGION):
+        here = [(o.price, o.spot_price) for o in offers if o.provider == "aws"
+                and o.region == where and o.price is not None and o.spot_price is not None]
+        if here:
+            return Prices(statistics.median(p for p, _ in here),
+                          statistics.median(s for _, s in here)), where
+    raise ValueError(f"the catalog has no AWS on-demand and spot price for {instance_type} in "
+                     f"{region} or {FALLBACK_REGION}")
+
+
+def trace_region(trace_name: str) -> str:
+    """The region of a trace's zone: `us-east-1a` -> `us-east-1`, `us-central1-a` ->
+    `us-central1`."""
+    if trace_name[-2:-1] == "-":  # GCP zones: region-letter
+        return trace_name[:-2]
+    return trace_name[:-1]  # AWS zone names: region + letter
