@@ -181,3 +181,25 @@ def test_trace_offers_from_the_shipped_catalog(catalog):
         assert mine[0].spot_price == priced[region][ids[0]]  # first zone: first AZ ID
     east = {o.spot_price for o in offers if o.region == "us-east-1"}
     assert len(east) > 1  # the real spread of prices within a region is kept
+
+
+def test_trace_provider_preempts_when_availability_drops():
+    from skyhop.clock import VirtualClock
+    from skyhop.provision.base import ClusterSpec
+    from skyhop.sim.provider import TraceProvider
+    from skyhop.sim.traces import Trace
+
+    clock = VirtualClock(0.0)
+    provider = TraceProvider("sim", {"z1": Trace("z1", 60.0, np.array([1, 1, 1, 0, 0, 1]))},
+                             clock,
+                             attempt_s=10.0)
+
+    class Where:
+        zone, region, instance_type = "z1", "r1", "t1"
+
+    [node] = provider.provision(ClusterSpec("c", 1), Where(), 1)
+    clock.sleep(60)  # still available at 70 s
+    assert [i.instance_id for i in provider.instances("c")] == [node.instance_id]
+    clock.sleep(120)  # 190 s: the trace shows no capacity, the cloud took it back
+    assert provider.instances("c") == [] and provider.preemptions == 1
+    assert provider.instances("c") == []  # gone for good, even when capacity returns

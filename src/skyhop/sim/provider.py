@@ -1,9 +1,11 @@
 """A provider whose capacity follows real availability traces on a virtual clock.
 
-Each `provision` call takes `attempt_s` of virtual time (a real attempt takes about a minute:
-request, wait for the instance state, give up) and succeeds when the trace shows at least
-the requested number of instances available in the zone at that moment; otherwise it raises
-CapacityError, as a cloud would. Prices come from the catalog the plan was made on.
+Each `provision` call takes `attempt_s` of virtual time (a real attempt takes about a
+minute: request, wait for the instance state, give up) and succeeds when the trace shows at
+least the requested number of instances available in the zone at that moment; otherwise it
+raises CapacityError, as a cloud would. Running clusters are preempted when the trace's
+availability in their zone drops below their size (seen through `instances`, the
+provider's truth). Prices come from the catalog the plan was made on.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class TraceProvider:
         self.clusters: dict[str, list[Instance]] = {}
         self._ids = itertools.count()
         self.calls = 0
+        self.preemptions = 0
 
     def is_enabled(self) -> tuple[bool, str]:
         return True, ""
@@ -60,7 +63,15 @@ class TraceProvider:
         return nodes
 
     def instances(self, cluster_name: str) -> list[Instance]:
-        return list(self.clusters.get(cluster_name, []))
+        """The provider's truth at the virtual now: when the trace shows fewer instances
+        available in the zone than the cluster holds, the cloud has taken them back
+        (a preemption), as spot capacity does."""
+        nodes = self.clusters.get(cluster_name, [])
+        if nodes and self.available(nodes[0].info["zone"]) < len(nodes):
+            del self.clusters[cluster_name]
+            self.preemptions += 1
+            return []
+        return list(nodes)
 
     def terminate(self, cluster_name: str, instance_ids: list[str]) -> None:
         nodes = self.clusters.get(cluster_name, [])
