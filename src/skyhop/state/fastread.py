@@ -27,9 +27,9 @@ def _decode(columns: tuple[str, ...], row: tuple) -> dict:
             for c, v in zip(columns, row, strict=True)}
 
 
-def list_clusters(path: Path) -> list[ClusterRecord] | None:
-    """Clusters in the SQLite file at `path`; None when it cannot be read this way (no file
-    yet, or a schema this reader does not know), so the caller uses the full store."""
+def _select(path: Path, *queries: tuple[str, tuple]) -> list[list[tuple]] | None:
+    """The rows of each query on the SQLite file, read-only; None when the file is missing or
+    the schema is not what these queries expect (the caller then uses SQLAlchemy)."""
     if not path.exists():
         return None
     try:
@@ -37,14 +37,22 @@ def list_clusters(path: Path) -> list[ClusterRecord] | None:
     except sqlite3.Error:
         return None
     try:
-        rows = conn.execute(f"SELECT {', '.join(CLUSTER_COLUMNS)} FROM clusters "
-                            "ORDER BY launched_at").fetchall()
-        node_rows = conn.execute(f"SELECT {', '.join(NODE_COLUMNS)} FROM nodes "
-                                 "ORDER BY cluster, rank").fetchall()
+        return [conn.execute(sql, args).fetchall() for sql, args in queries]
     except sqlite3.Error:
         return None
     finally:
         conn.close()
+
+
+def list_clusters(path: Path) -> list[ClusterRecord] | None:
+    """Clusters in the SQLite file at `path`; None when it cannot be read this way (no file
+    yet, or a schema this reader does not know), so the caller uses the full store."""
+    found = _select(path, (f"SELECT {', '.join(CLUSTER_COLUMNS)} FROM clusters "
+                           "ORDER BY launched_at", ()),
+                    (f"SELECT {', '.join(NODE_COLUMNS)} FROM nodes ORDER BY cluster, rank", ()))
+    if found is None:
+        return None
+    rows, node_rows = found
     by_cluster: dict[str, list[dict]] = {}
     for r in node_rows:
         node = _decode(NODE_COLUMNS, r)
@@ -60,16 +68,6 @@ ATTEMPT_COLUMNS = ("at", "provider", "region", "zone", "instance_type", "spot", 
 def list_attempts(path: Path, since: float) -> list[tuple] | None:
     """Provisioning attempts since `since` (oldest first), or None when this reader cannot
     answer (no file, an older schema): the planner reads them on every launch."""
-    if not path.exists():
-        return None
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    except sqlite3.Error:
-        return None
-    try:
-        return conn.execute(f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM attempts WHERE at >= ?"
-                            " ORDER BY at", (since,)).fetchall()
-    except sqlite3.Error:
-        return None
-    finally:
-        conn.close()
+    found = _select(path, (f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM attempts WHERE at >= ?"
+                           " ORDER BY at", (since,)))
+    return found[0] if found is not None else None
