@@ -127,8 +127,20 @@ MaxStartups 100:30:200
 MaxSessions 50
 LogLevel ERROR
 """)
-        pid_file_stale = d / "sshd.pid"
-        pid_file_stale.unlink(missing_ok=True)
+        (d / "sshd.pid").unlink(missing_ok=True)
+        try:
+            self._start(host, d)
+        except BaseException:  # never leave a half-made host behind
+            with self._lock:
+                self.hosts[address] = host
+            self.remove(address)
+            raise
+        with self._lock:
+            self.hosts[address] = host
+        return host
+
+    def _start(self, host: Host, d: Path) -> None:
+        ns, veth, address = host.namespace, host.veth, host.address
         _sh("ip", "netns", "add", ns)
         _sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
         _sh("ip", "link", "set", veth, "master", BRIDGE, "up")
@@ -153,9 +165,6 @@ LogLevel ERROR
                                    f"{(d / 'sshd.log').read_text(errors='replace')}")
             time.sleep(0.02)
         host.sshd_pid = int(pid_file.read_text())
-        with self._lock:
-            self.hosts[address] = host
-        return host
 
     def remove(self, address: str) -> None:
         """The machine is gone: its sshd, sessions and processes die with the namespace."""
