@@ -80,6 +80,7 @@ class JobDriver:
         """Bring the current task's cluster up and submit its run (idempotent)."""
         from skyhop.execute.launcher import plan, resolve_env
         from skyhop.jobs.secrets import unseal
+        from skyhop.provision.provisioner import ProvisionFailed
         from skyhop.spec.dag import Dag
 
         task, _ = self._task(job)
@@ -94,27 +95,24 @@ class JobDriver:
                 record = self.launcher.ensure_up(name, task, placement,
                                                  retry_until_up=bool(job.spec.get("retry")),
                                                  blocklist=blocked)
-            except (InfeasibleError, UserError) as exc:
-                if isinstance(exc, InfeasibleError) or "could not provision" in exc.message:
-                    self.jobs.transition(job.id, js.FAILED_NO_RESOURCE, exc.message,
-                                         failure=exc.message)
-                    return
-                raise
+            except (InfeasibleError, ProvisionFailed) as exc:  # nowhere left to run it
+                self.jobs.transition(job.id, js.FAILED_NO_RESOURCE, exc.message,
+                                     failure=exc.message)
+                return
         envs = dict(job.spec.get("envs") or {})
         envs_all, secret_values = resolve_env(task, {**envs, **unseal(job.secrets)})
         agent = self.launcher.agent(record)
         run = self.run_name(job)
         existing = next((j for j in agent.queue() if j["name"] == run), None)
         if existing is None:  # not submitted yet (or the controller died just before)
-            if job.task_index == 0 or job.spec.get("setup_each", True):
-                code = self.launcher.setup(record, task, {**envs_all, **secret_values})
-                if code != 0:
-                    self._log(job, f"setup failed with exit code {code}")
-                    self.jobs.transition(job.id, js.FAILED_SETUP,
-                                         f"setup exited with {code}",
-                                         failure=f"setup exited with {code}")
-                    self._teardown(name)
-                    return
+            # (skipped by the launcher when it already ran unchanged on this cluster)
+            code = self.launcher.setup(record, task, {**envs_all, **secret_values})
+            if code != 0:
+                self._log(job, f"setup failed with exit code {code}")
+                self.jobs.transition(job.id, js.FAILED_SETUP, f"setup exited with {code}",
+                                     failure=f"setup exited with {code}")
+                self._teardown(name)
+                return
             self.launcher.sync(record, task)
             result = self.launcher.submit(record, task, envs_all, secret_values, True,
                                           job_name=run, task_id=job.task_id)
