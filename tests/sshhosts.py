@@ -141,6 +141,7 @@ LogLevel ERROR
 
     def _start(self, host: Host, d: Path) -> None:
         ns, veth, address = host.namespace, host.veth, host.address
+        # The address may have been another machine's (another MAC): forget that neighbour.
         subprocess.run(["ip", "neigh", "flush", "to", address], capture_output=True)
         _sh("ip", "netns", "add", ns)
         _sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
@@ -178,8 +179,6 @@ LogLevel ERROR
                 os.kill(pid, signal.SIGKILL)
         subprocess.run(["ip", "netns", "del", host.namespace], capture_output=True)
         subprocess.run(["ip", "link", "del", host.veth], capture_output=True)
-        # The address may come back on a new machine (new MAC): forget the old neighbour.
-        subprocess.run(["ip", "neigh", "flush", "to", address], capture_output=True)
 
     def partition(self, address: str, down: bool = True) -> None:
         """Cut (or restore) a host's link: it stays alive but unreachable."""

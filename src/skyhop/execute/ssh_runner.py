@@ -44,7 +44,12 @@ def _background_loop() -> asyncio.AbstractEventLoop:
 
 
 def _wait(coro: Any, timeout: float | None = None) -> Any:
-    return asyncio.run_coroutine_threadsafe(coro, _background_loop()).result(timeout)
+    future = asyncio.run_coroutine_threadsafe(coro, _background_loop())
+    try:
+        return future.result(timeout)
+    except TimeoutError:
+        future.cancel()  # do not leave it running (holding a connection lock) on the loop
+        raise
 
 
 class Unreachable(UserError):
