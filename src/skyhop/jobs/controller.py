@@ -108,8 +108,11 @@ class Controller:
             owner = job.controller
             if owner == self.me:
                 continue
-            if owner is not None and alive.setdefault(owner, owner_alive(owner)):
-                continue
+            if owner is not None:
+                if owner not in alive:
+                    alive[owner] = owner_alive(owner)
+                if alive[owner]:
+                    continue
             orphans[job.id] = owner
         return mine + (self.store.claim_many(self.me, orphans) if orphans else [])
 

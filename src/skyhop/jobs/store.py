@@ -169,15 +169,6 @@ class JobStore:
                         .where(jobs.c.controller == controller))]
         return won
 
-    def claim(self, job_id: int, controller: str, previous: str | None) -> bool:
-        """Take over driving a job (compare-and-set on the controller column)."""
-        sa, jobs, _ = self._tables()
-        with self.engine.begin() as conn:
-            query = sa.update(jobs).where(jobs.c.id == job_id)
-            query = query.where(jobs.c.controller.is_(None) if previous is None
-                                else jobs.c.controller == previous)
-            return bool(conn.execute(query.values(controller=controller)).rowcount)
-
 
 def _job(row: Any) -> ManagedJob:
     data = dict(row._mapping)
