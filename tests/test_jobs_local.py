@@ -25,6 +25,12 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv("SKYHOP_JOBS_POLL_S", "0.3")
     monkeypatch.delenv("SKYHOP_DB_URL", raising=False)
     yield home
+    finish_all(home)
+    assert processes_marked(f"{home}/") == []
+
+
+def finish_all(home: Path) -> None:
+    """Cancel every job, wait for them to end, stop the controller, take clusters down."""
     sky("jobs", "cancel", "--all")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and any(
@@ -33,7 +39,6 @@ def home(tmp_path, monkeypatch):
     stop_controller(home)
     for cluster in json.loads(sky("status", "--json").stdout or "[]"):
         sky("down", cluster["name"], "-y")
-    assert processes_marked(f"{home}/") == []
 
 
 FINAL = {"SUCCEEDED", "FAILED", "FAILED_SETUP", "FAILED_NO_RESOURCE", "CANCELLED"}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import sshhosts
-from test_jobs_local import FINAL, queue, sky, stop_controller, submit, wait_for
+from test_jobs_local import FINAL, finish_all, sky, submit, wait_for
 
 pytestmark = pytest.mark.skipif(sshhosts.unavailable_reason() is not None,
                                 reason=str(sshhosts.unavailable_reason()))
@@ -40,14 +40,7 @@ def pools(tmp_path, monkeypatch):
         try:
             yield {"home": home, "hosts": hosts, "ckpt": ckpt}
         finally:
-            sky("jobs", "cancel", "--all")
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and any(
-                    j["status"] not in FINAL for j in queue()):
-                time.sleep(0.3)
-            stop_controller(home)
-            for cluster in json.loads(sky("status", "--json").stdout or "[]"):
-                sky("down", cluster["name"], "-y")
+            finish_all(home)
             shutil.rmtree(ckpt, ignore_errors=True)
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from skyhop.errors import UserError
+from skyhop.execute.report import PlainReporter
 from skyhop.functions import environment
 from skyhop.functions.connection import WorkerConnection
 from skyhop.functions.dispatch import Dispatcher
@@ -67,21 +68,6 @@ class Spec:
                 if getattr(self, f.name) is not None}
 
 
-class _Stages:
-    """Provisioning stages on stderr, like `skyhop launch`, unless quiet."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-
-    def stage(self, name: str, detail: str = "") -> None:
-        if not self.quiet:
-            sys.stderr.write(f"[{name}] {detail}\n")
-            sys.stderr.flush()
-
-    def output(self, text: str) -> None:
-        sys.stdout.write(text)
-
-
 class Compute:
     """An ephemeral pool: `with skyhop.Compute(...) as pool:` (see the module docstring)."""
 
@@ -112,7 +98,7 @@ class Compute:
         self.environment.validate()
         self.name = name or f"fn-{secrets.token_hex(3)}"
         self.retry_until_up = retry_until_up
-        self.reporter = _Stages(quiet)
+        self.reporter = PlainReporter(quiet=quiet)
         self.task = self._task()  # bad resources are reported here, before anything runs
         self.record: Any = None
         self.provider: str | None = None

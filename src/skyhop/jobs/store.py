@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from skyhop.state.engine import UsesEngine
+
 PENDING, STARTING, RUNNING, RECOVERING = "PENDING", "STARTING", "RUNNING", "RECOVERING"
 SUCCEEDED, FAILED, FAILED_SETUP = "SUCCEEDED", "FAILED", "FAILED_SETUP"
 FAILED_NO_RESOURCE, CANCELLING, CANCELLED = "FAILED_NO_RESOURCE", "CANCELLING", "CANCELLED"
@@ -55,18 +57,7 @@ class ManagedJob:
                 "recovery": self.spec.get("recovery"), "spot_policy": self.spec.get("spot_policy")}
 
 
-class JobStore:
-    def __init__(self, engine: Any = None):
-        self._engine = engine
-
-    @property
-    def engine(self) -> Any:
-        if self._engine is None:
-            from skyhop.state import db
-
-            self._engine = db.engine()
-        return self._engine
-
+class JobStore(UsesEngine):
     @staticmethod
     def _tables() -> tuple[Any, Any, Any]:
         import sqlalchemy as sa

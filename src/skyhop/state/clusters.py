@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from skyhop.state.engine import UsesEngine
 from skyhop.state.records import INIT, ClusterRecord, Node
-
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
 
 
 def _sql() -> tuple[Any, Any, Any]:
@@ -25,20 +23,11 @@ def _record(row: Any, node_rows: list[Any]) -> ClusterRecord:
     return ClusterRecord.from_row(dict(row._mapping), [dict(r._mapping) for r in node_rows])
 
 
-class ClusterStore:
+class ClusterStore(UsesEngine):
     """All cluster state, on one engine (the configured database by default).
 
     Reads of the default SQLite database go through `fastread` (no SQLAlchemy import:
     `exec` and `launch` on an existing cluster only read); writes through SQLAlchemy."""
-
-    def __init__(self, engine: Engine | None = None):
-        self._engine = engine
-
-    @property
-    def engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = _sql()[1].engine()
-        return self._engine
 
     def _fast(self) -> list[ClusterRecord] | None:
         if self._engine is not None:

@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from skyhop.state.engine import UsesEngine
 from skyhop.tracker.tracker import Attempt, Key, Tracker
 
 # Older observations carry no weight (0.5 ** 48 at a 1 h half-life); do not load them.
 HORIZON_S = 2 * 86400
 
 
-class TrackerStore:
-    def __init__(self, engine: Any = None):
-        self._engine = engine
-
-    @property
-    def engine(self) -> Any:
-        if self._engine is None:
-            from skyhop.state import db
-
-            self._engine = db.engine()
-        return self._engine
-
+class TrackerStore(UsesEngine):
     def record(self, attempt: Attempt, cluster: str | None = None) -> None:
         import sqlalchemy as sa
 
