@@ -4,6 +4,7 @@ real nodes killed under them."""
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,14 +32,16 @@ def home(tmp_path, monkeypatch):
 
 def finish_all(home: Path) -> None:
     """Cancel every job, wait for them to end, stop the controller, take clusters down."""
-    sky("jobs", "cancel", "--all")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and any(
-            j["status"] not in FINAL for j in queue()):
-        time.sleep(0.3)
-    stop_controller(home)
-    for cluster in json.loads(sky("status", "--json").stdout or "[]"):
-        sky("down", cluster["name"], "-y")
+    try:
+        sky("jobs", "cancel", "--all")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(
+                j["status"] not in FINAL for j in queue()):
+            time.sleep(0.3)
+    finally:  # whatever went wrong above, leave no controller or cluster behind
+        stop_controller(home)
+        for cluster in json.loads(sky("status", "--json").stdout or "[]"):
+            sky("down", cluster["name"], "-y")
 
 
 FINAL = {"SUCCEEDED", "FAILED", "FAILED_SETUP", "FAILED_NO_RESOURCE", "CANCELLED"}
@@ -50,7 +53,9 @@ def sky(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
 
 
 def queue() -> list[dict]:
-    return json.loads(sky("jobs", "queue", "--json").stdout or "[]")
+    result = sky("jobs", "queue", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 def job(job_id: int) -> dict:
@@ -222,3 +227,26 @@ def test_setup_failure_and_bad_input(home, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     bad = sky("jobs", "launch", str(task), "--recovery", "SOMETIMES", "-d")
     assert bad.returncode == 2 and "FAILOVER or EAGER_NEXT_REGION" in bad.stderr
+
+
+def test_a_controller_whose_home_is_deleted_exits(tmp_path, monkeypatch):
+    """Its state is gone with the home: it must not keep running on unlinked files."""
+    home = tmp_path / "gone"
+    monkeypatch.setenv("SKYHOP_HOME", str(home))
+    monkeypatch.setenv("SKYHOP_JOBS_POLL_S", "0.3")
+    monkeypatch.delenv("SKYHOP_DB_URL", raising=False)
+    assert sky("jobs", "queue").returncode == 0  # creates the home and its state
+    controller = subprocess.Popen([sys.executable, "-m", "skyhop.jobs.controller"],
+                                  cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while controller_pid(home) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert controller_pid(home) == controller.pid and controller.poll() is None
+        shutil.rmtree(home)
+        # (it would otherwise idle for a minute before exiting)
+        assert controller.wait(timeout=20) == 0, controller.stderr.read()
+    finally:
+        if controller.poll() is None:
+            controller.kill()
+            controller.wait()

@@ -1,6 +1,7 @@
 """The SSH runner against a real OpenSSH server in a network namespace."""
 
 import os
+import shlex
 
 import pytest
 
@@ -85,3 +86,28 @@ def test_a_refused_key_says_which_key(hosts, tmp_path):
     with pytest.raises(Unreachable) as err:
         SSHRunner(ADDRESS, sshhosts.USER, other, known_hosts=tmp_path / "kh").check()
     assert str(other) in err.value.message and "refused" in err.value.message
+
+
+def test_an_agent_whose_machine_vanishes_is_unreachable_not_a_crash(hosts, tmp_path):
+    """The managed-job controller counts `Unreachable` toward declaring nodes lost: a
+    connection lost mid-request, and the dead address after it, must both be that."""
+    import threading
+
+    from skyhop import errors
+    from skyhop.execute.agent import socket_name
+    from skyhop.execute.agent_client import AgentClient, AgentUnreachable
+
+    address = "10.213.0.33"
+    hosts.add(address)
+    r = runner(hosts, tmp_path / "kh", address)
+    name = socket_name("/vanishing")
+    # an "agent" that takes the request and never answers
+    listener = ("import socket, time; s = socket.socket(socket.AF_UNIX); "
+                f"s.bind({name!r}); s.listen(); c, _ = s.accept(); time.sleep(600)")
+    assert r.run(f"nohup python3 -c {shlex.quote(listener)} >/dev/null 2>&1 &") == 0
+    client = AgentClient("vanishing", "/vanishing", r.connect_agent)
+    threading.Timer(1.0, hosts.remove, [address]).start()
+    with pytest.raises(AgentUnreachable):
+        client.queue()  # in flight when the machine goes
+    with pytest.raises(errors.Unreachable):
+        client.queue()  # and nothing answers at that address any more

@@ -38,3 +38,8 @@ class InfeasibleError(UserError):
     """No placement satisfies the constraints."""
 
     culprit: str | None = None  # the filter that removed the last candidates, when known
+
+
+class Unreachable(UserError):
+    """A machine, or the agent on it, does not answer: it is down, gone or cut off. Managed
+    jobs count these toward declaring a cluster lost, whatever the transport."""

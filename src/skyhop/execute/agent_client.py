@@ -7,12 +7,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from skyhop.errors import UserError
+from skyhop.errors import Unreachable, UserError
 from skyhop.execute.agent import socket_name
 from skyhop.execute.runner import connect_unix
 
 
-class AgentUnreachable(UserError):
+class AgentUnreachable(Unreachable):
     """The agent does not answer: the cluster is stopped, or its head node is gone."""
 
 
@@ -28,7 +28,7 @@ class AgentClient:
     def _connect(self, timeout: float | None = 10.0) -> Any:
         try:
             return self._open(self.address, timeout)
-        except OSError:
+        except OSError:  # (a timeout is one)
             raise AgentUnreachable(f"the agent of cluster {self.cluster!r} does not answer",
                                    hint=f"is it up? `skyhop status`; `skyhop start "
                                         f"{self.cluster}` restarts a stopped cluster") from None
@@ -36,10 +36,16 @@ class AgentClient:
     def _lines(self, request: dict[str, Any], timeout: float | None = 10.0
                ) -> Iterator[dict[str, Any]]:
         with self._connect(timeout) as sock:
-            sock.sendall(json.dumps(request).encode() + b"\n")
             buffer = b""
+            try:
+                sock.sendall(json.dumps(request).encode() + b"\n")
+            except OSError:
+                return
             while True:
-                chunk = sock.recv(65536)
+                try:
+                    chunk = sock.recv(65536)
+                except OSError:  # reset, or no answer in time: like a closed connection
+                    chunk = b""
                 if not chunk:
                     break
                 buffer += chunk
@@ -90,7 +96,7 @@ class AgentClient:
         """Stream a job's log to `output`; returns the job record once it is done (or, when
         not following, as it stands)."""
         for message in self._lines({"op": "logs", "job_id": job_id, "follow": follow},
-                                   timeout=None):
+                                   timeout=None if follow else 30.0):
             if "data" in message:
                 output(message["data"])
             elif message.get("end"):

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from skyhop import errors
 from skyhop.errors import UserError
 from skyhop.execute import remote
 
@@ -52,7 +53,7 @@ def _wait(coro: Any, timeout: float | None = None) -> Any:
         raise
 
 
-class Unreachable(UserError):
+class Unreachable(errors.Unreachable):
     """The node does not answer over SSH, or refuses our key."""
 
 
@@ -436,7 +437,14 @@ class AgentChannel:
         _background_loop().call_soon_threadsafe(self._process.stdin.write, data)
 
     def recv(self, size: int) -> bytes:
-        return _wait(self._process.stdout.read(size), self._timeout)
+        """Like a socket's: a lost SSH connection is a ConnectionResetError (an OSError),
+        no answer in time a TimeoutError."""
+        import asyncssh
+
+        try:
+            return _wait(self._process.stdout.read(size), self._timeout)
+        except asyncssh.Error as exc:
+            raise ConnectionResetError(str(exc) or type(exc).__name__) from None
 
     def close(self) -> None:
         _background_loop().call_soon_threadsafe(self._process.close)

@@ -68,11 +68,12 @@ def controller_id() -> str:
 
 
 class Controller:
-    def __init__(self, driver: JobDriver | None = None, idle_exit_s: float = IDLE_EXIT_S
-                 ) -> None:
+    def __init__(self, driver: JobDriver | None = None, idle_exit_s: float = IDLE_EXIT_S,
+                 lock_inode: int | None = None) -> None:
         self.store = driver.jobs if driver is not None else JobStore()
         self.driver = driver or JobDriver(self.store)
         self.idle_exit_s = idle_exit_s
+        self.lock_inode = lock_inode  # of the lock file held (main); None: no lock
         self.me = controller_id()
         self.tasks: dict[int, asyncio.Task] = {}
         self._last_count: dict[int, float] = {}
@@ -83,7 +84,7 @@ class Controller:
 
         loop.set_default_executor(ThreadPoolExecutor(max_workers=MAX_THREADS))
         idle_since = time.monotonic()
-        while True:
+        while self._still_serves_home():
             active = await asyncio.to_thread(self.store.list, True)
             new = [j for j in active if j.id not in self.tasks]
             for job_id in await asyncio.to_thread(self._adopt, new):
@@ -95,6 +96,16 @@ class Controller:
             elif time.monotonic() - idle_since > self.idle_exit_s:
                 return
             await asyncio.sleep(min(POLL_S, 1.0))
+
+    def _still_serves_home(self) -> bool:
+        """False once the home's lock file is gone or replaced (the home was deleted or
+        recreated): this process serves nothing any more, and a new controller may start."""
+        if self.lock_inode is None:
+            return True
+        try:
+            return os.stat(paths.home() / "jobs" / "controller.lock").st_ino == self.lock_inode
+        except OSError:
+            return False
 
     def _adopt(self, jobs: list[ManagedJob]) -> list[int]:
         """Jobs this controller now drives: its own, and those of controllers that are
@@ -207,7 +218,7 @@ def main() -> None:
         with contextlib.suppress(OSError):
             os.ftruncate(fh.fileno(), 0)
             os.write(fh.fileno(), f"{os.getpid()}\n".encode())
-        asyncio.run(Controller().serve())
+        asyncio.run(Controller(lock_inode=os.fstat(fh.fileno()).st_ino).serve())
 
 
 if __name__ == "__main__":

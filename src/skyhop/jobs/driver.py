@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from skyhop import paths
-from skyhop.errors import InfeasibleError, UserError
+from skyhop.errors import InfeasibleError, Unreachable, UserError
 from skyhop.jobs import store as js
 from skyhop.jobs.store import JobStore, ManagedJob
 
@@ -143,7 +143,6 @@ class JobDriver:
 
     def watch(self, job: ManagedJob) -> Outcome:
         """Where the current run stands, from its agent and the provider's truth."""
-        from skyhop.execute.agent_client import AgentUnreachable
         from skyhop.provision import registry
 
         record = self.launcher.store.get(job.cluster or "")
@@ -153,14 +152,14 @@ class JobDriver:
             agent = self.launcher.agent(record)
             runs = {j["id"]: j for j in agent.queue()}
             self._copy_logs(job, agent)
-        except UserError as exc:
+        except Unreachable as exc:  # any other error is the controller's to retry
             count = self.unreachable.get(job.id, 0) + 1
             self.unreachable[job.id] = count
             truth = registry.get(record.provider).instances(record.name)
             if len(truth) < record.num_nodes:
                 return Outcome("lost", detail=f"{record.num_nodes - len(truth)} node(s) "
                                               "gone (preempted)")
-            if isinstance(exc, AgentUnreachable) and count >= UNREACHABLE_LIMIT:
+            if count >= UNREACHABLE_LIMIT:
                 return Outcome("lost", detail=f"nodes unreachable ({exc.message})")
             return Outcome("running")
         self.unreachable.pop(job.id, None)
