@@ -3,33 +3,28 @@ start, down, autostop, cost-report. Thin: parse, call the library, print."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import Annotated
 
 import typer
 
+from skyhop.cli.common import (
+    EnvOption,
+    JsonOption,
+    age,
+    parse_env,
+    print_json,
+    print_table,
+    span,
+)
 from skyhop.errors import UserError
 
-EnvOption = Annotated[list[str] | None, typer.Option(
-    "--env", help="Set an env var or secret: KEY=VALUE (repeatable).")]
 ClusterOption = Annotated[str | None, typer.Option(
     "--cluster", "-c", help="Cluster name: created, or reused when it fits.")]
 DetachOption = Annotated[bool, typer.Option("--detach", "-d",
                                             help="Return once the job is queued.")]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def _env(values: list[str] | None) -> dict[str, str]:
-    out = {}
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--env {item!r} is not KEY=VALUE")
-        out[key] = value
-    return out
 
 
 class RichReporter:
@@ -48,10 +43,6 @@ class RichReporter:
     def output(self, text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
-
-
-def _print_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def _exit_with(code: int | None) -> None:
@@ -81,7 +72,7 @@ def register(app: typer.Typer) -> None:
         """Plan, provision (or reuse), sync, set up and run; stream the output."""
         from skyhop import sdk
 
-        env_values = _env(env)
+        env_values = parse_env(env)
         if dry_run:
             from skyhop.cli.render import print_plan
 
@@ -106,7 +97,7 @@ def register(app: typer.Typer) -> None:
         """Queue a task or command on an existing cluster (no setup)."""
         from skyhop import sdk
 
-        result = sdk.exec(cluster, task, detach=detach, env=_env(env),
+        result = sdk.exec(cluster, task, detach=detach, env=parse_env(env),
                           reporter=RichReporter())
         if detach:
             typer.echo(f"job {result.job_id} queued on {result.cluster}", err=True)
@@ -128,7 +119,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(line, err=True)
         records = list_clusters()
         if as_json:
-            _print_json([r.to_json() for r in records])
+            print_json([r.to_json() for r in records])
             return
         if not records:
             typer.echo("No clusters.")
@@ -139,8 +130,8 @@ def register(app: typer.Typer) -> None:
                  "$/h": f"{r.hourly_price * r.num_nodes:.2f}",
                  "autostop": (f"{r.autostop_minutes}m{' (down)' if r.autostop_down else ''}"
                               if r.autostop_minutes is not None else "-"),
-                 "age": _age(r.launched_at)} for r in records]
-        _table(rows)
+                 "age": age(r.launched_at)} for r in records]
+        print_table(rows)
 
     @app.command()
     def queue(cluster: Annotated[str, typer.Argument()], as_json: JsonOption = False) -> None:
@@ -149,10 +140,10 @@ def register(app: typer.Typer) -> None:
 
         jobs = Operations().queue(cluster)
         if as_json:
-            _print_json(jobs)
+            print_json(jobs)
             return
-        _table([{"id": j["id"], "name": j["name"] or "-", "status": j["status"],
-                 "submitted": _age(j["submitted_at"]),
+        print_table([{"id": j["id"], "name": j["name"] or "-", "status": j["status"],
+                 "submitted": age(j["submitted_at"]),
                  "duration": _duration(j), "exit": "-" if j["exit_code"] is None
                  else j["exit_code"]} for j in jobs] or [{"jobs": "none"}])
 
@@ -251,38 +242,16 @@ def register(app: typer.Typer) -> None:
 
         rows = report()
         if as_json:
-            _print_json(rows)
+            print_json(rows)
             return
-        _table([{"cluster": r["cluster"], "status": r["status"], "provider": r["provider"],
+        print_table([{"cluster": r["cluster"], "status": r["status"], "provider": r["provider"],
                  "resources": f"{r['num_nodes']}x {r['instance_type']}",
                  "$/h": f"{r['hourly_price'] * r['num_nodes']:.2f}",
                  "hours": f"{r['hours']:.3f}", "cost": f"${r['cost']:.2f}"} for r in rows]
                or [{"clusters": "none"}])
 
 
-def _age(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    return _span(time.time() - ts) + " ago"
-
-
-def _span(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 86400:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
-
-
 def _duration(job: dict) -> str:
     if not job.get("started_at"):
         return "-"
-    return _span((job.get("ended_at") or time.time()) - job["started_at"])
-
-
-def _table(rows: list[dict]) -> None:
-    from skyhop.cli.render import print_rows
-
-    print_rows(rows, title="")
+    return span((job.get("ended_at") or time.time()) - job["started_at"])

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from typing import Annotated
-
 import typer
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+from skyhop.cli.common import JsonOption, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +18,7 @@ def register(app: typer.Typer) -> None:
             usable, reason = registry.check(name)
             rows.append({"provider": name, "enabled": usable, "reason": reason or None})
         if as_json:
-            sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+            print_json(rows)
             return
         for row in rows:
             mark = "enabled " if row["enabled"] else "disabled"
@@ -39,9 +35,8 @@ def register(app: typer.Typer) -> None:
 
         report = collect()
         if as_json:
-            sys.stdout.write(json.dumps({"changes": report.changes,
-                                         "terminated": report.terminated,
-                                         "errors": report.errors}, indent=2) + "\n")
+            print_json({"changes": report.changes, "terminated": report.terminated,
+                        "errors": report.errors})
         else:
             for line in report.changes or ["nothing to collect"]:
                 typer.echo(line)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from skyhop.cli.clusters import EnvOption, JsonOption, _age, _env, _print_json, _table
+from skyhop.cli.common import EnvOption, JsonOption, age, parse_env, print_json, print_table
 from skyhop.errors import UserError
 
 jobs_app = typer.Typer(help="Managed jobs: recovered from preemption and failure, with "
@@ -54,7 +54,7 @@ def launch(
         except ValueError as exc:
             raise UserError(f"--deadline: {exc}") from None
     job_id = api.launch(file, deadline_hours=hours, recovery=recovery, spot_policy=spot_policy,
-                        env=_env(env), name=name, retry_until_up=retry_until_up)
+                        env=parse_env(env), name=name, retry_until_up=retry_until_up)
     typer.echo(f"managed job {job_id} submitted", err=True)
     if detach:
         typer.echo(f"follow it: skyhop jobs logs {job_id} --follow", err=True)
@@ -79,15 +79,15 @@ def queue(as_json: JsonOption = False) -> None:
     jobs = api.queue()
     if as_json:
         store = JobStore()
-        _print_json([{**j.to_json(), "events": store.events(j.id)} for j in jobs])
+        print_json([{**j.to_json(), "events": store.events(j.id)} for j in jobs])
         return
     if not jobs:
         typer.echo("No managed jobs.")
         return
-    _table([{"id": j.id, "name": j.name or "-", "status": j.status,
+    print_table([{"id": j.id, "name": j.name or "-", "status": j.status,
              "task": f"{j.task_index + 1}/{len(j.spec.get('order', [0]))}",
              "recoveries": j.recoveries, "restarts": j.restarts,
-             "submitted": _age(j.submitted_at),
+             "submitted": age(j.submitted_at),
              "duration": _duration(j), "cluster": j.cluster or "-"} for j in jobs])
 
 

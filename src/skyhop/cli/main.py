@@ -6,13 +6,13 @@ so `skyhop --help` stays fast.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Annotated
 
 import typer
 
 from skyhop.cli import clusters, infra, jobs, simulate, tracker
+from skyhop.cli.common import print_json
 from skyhop.errors import UserError
 
 app = typer.Typer(
@@ -52,10 +52,6 @@ def _root(
     _state["debug"] = debug
 
 
-def _print_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
-
-
 @app.command()
 def optimize(
     file: Annotated[str, typer.Argument(help="Task YAML: one task, a chain, or a DAG.")],
@@ -87,7 +83,7 @@ def optimize(
                         deadline=deadline_hours, budget=budget, allowed_infra=allowed,
                         blocklist=Blocklist.parse(block or []))
     if as_json:
-        _print_json(plan.to_json())
+        print_json(plan.to_json())
     else:
         from skyhop.cli.render import print_plan
 
@@ -142,7 +138,7 @@ def catalog_gpus(
     else:
         rows = gpu_rows(name, providers=providers, all_regions=all_regions)
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     from skyhop.cli.render import print_rows
 
@@ -187,7 +183,7 @@ def catalog_offers(
                         ) from None
     rows = offer_rows(resources, limit=limit or None)
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     from skyhop.cli.render import print_rows
 

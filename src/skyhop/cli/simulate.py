@@ -4,13 +4,13 @@ optimum (which knows the whole trace). Thin: parse, call skyhop.sim.spot_sim, pr
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from skyhop.cli.common import print_json
 from skyhop.errors import UserError
 
 DEFAULT_JOB_FRACTION = 0.8  # deadline = hours / 0.8 when not given (the paper's Table 3 case)
@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         rows = _run(file, task, Path(trace), policy, compute_h, deadline_h, changeover_h,
                     start_hour, history_h, instance_type)
         if as_json:
-            sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+            print_json(rows)
             return
         from skyhop.cli.render import print_rows
 

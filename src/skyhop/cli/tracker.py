@@ -3,13 +3,12 @@ availability estimate per place. Thin: read the state, print."""
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from typing import Annotated
 
 import typer
 
+from skyhop.cli.common import JsonOption, age, print_json
 from skyhop.errors import UserError
 
 HORIZON_LABEL = "last 2 days"  # the window TrackerStore.tracker loads (store.HORIZON_S)
@@ -24,7 +23,7 @@ def register(app: typer.Typer) -> None:
     def show(
         provider: Annotated[str | None, typer.Option(
             "--provider", "-p", help="Only this provider.")] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        as_json: JsonOption = False,
     ) -> None:
         """Availability estimated from recent attempts, per provider, zone, type and market."""
         from skyhop.tracker.store import TrackerStore
@@ -37,8 +36,7 @@ def register(app: typer.Typer) -> None:
         estimates.sort(key=lambda e: (e.key.provider, e.key.zone or "", e.key.instance_type,
                                       e.key.region or "", e.key.spot))
         if as_json:
-            sys.stdout.write(json.dumps([{**e.to_json(), "region": e.key.region}
-                                         for e in estimates], indent=2) + "\n")
+            print_json([{**e.to_json(), "region": e.key.region} for e in estimates])
             return
         if not estimates:
             where = f" for {provider}" if provider else ""
@@ -51,7 +49,7 @@ def register(app: typer.Typer) -> None:
                      "spot": "yes" if e.key.spot else "no",
                      "availability": f"{e.availability:.0%}", "weight": f"{e.weight:.2f}",
                      "attempts": e.attempts, "last_outcome": e.last_outcome,
-                     "last_attempt": ago(now - e.last_at)} for e in estimates],
+                     "last_attempt": age(e.last_at, now)} for e in estimates],
                    title=f"Observed availability ({HORIZON_LABEL})")
 
 
@@ -66,15 +64,3 @@ def _provider(text: str, recorded: set[str]) -> str:
         return provider_name(text)
     except ValueError as exc:
         raise UserError(f"--provider: {exc}") from None
-
-
-def ago(seconds: float) -> str:
-    """'12 s ago', '3 min ago', '2.5 h ago', '1.2 d ago'."""
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.0f} s ago"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f} min ago"
-    if seconds < 86400:
-        return f"{seconds / 3600:.1f} h ago"
-    return f"{seconds / 86400:.1f} d ago"
