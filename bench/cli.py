@@ -48,6 +48,9 @@ def main() -> None:
     home = tempfile.mkdtemp(prefix="skyhop-bench-")
     env = {**os.environ, "SKYHOP_HOME": home}
     env.pop("SKYHOP_DB_URL", None)
+    # As on a user's machine, compiled modules are cached after the first run (some sandboxes
+    # set this, which makes every start recompile skyhop's own modules: ~0.1 s).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     n = args.repeat
     try:
         skyhop("--help", env=env)  # warm the OS file cache

@@ -374,3 +374,16 @@ def test_autostop_finds_the_state_without_skyhop_home(tmp_path, monkeypatch):
     assert status("ah")["status"] == "STOPPED"
     assert sky("down", "ah", "-y").returncode == 0
     assert processes_marked(f"{tmp_path}/.skyhop/") == []
+
+
+def test_relaunch_on_a_cluster_that_fits_reuses_it_without_planning(home, tmp_path):
+    assert sky("launch", "true", "-c", "re").returncode == 0
+    again = sky("launch", "echo again", "-c", "re")
+    assert again.returncode == 0 and again.stdout.strip() == "again"
+    assert "on re (local/local" in again.stderr and "reusing" in again.stderr
+    assert [c["name"] for c in json.loads(sky("status", "--json").stdout)] == ["re"]
+    task = write(tmp_path / "big.yaml", "num_nodes: 3\nrun: true\n")
+    misfit = sky("launch", str(task), "-c", "re")
+    assert misfit.returncode == 2 and "cannot run this task" in misfit.stderr
+    assert "it has 1 node(s), the task needs 3" in misfit.stderr
+    assert "Traceback" not in misfit.stderr

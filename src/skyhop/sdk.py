@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from skyhop.errors import UserError
-from skyhop.execute.launcher import Launcher, LaunchResult, new_cluster_name, plan
+from skyhop.execute.launcher import (
+    Launcher,
+    LaunchResult,
+    new_cluster_name,
+    plan,
+    why_not_fits,
+)
 from skyhop.execute.operations import Operations, cost_report
 from skyhop.execute.report import PlainReporter, Reporter
 from skyhop.spec import Dag, Task, load_dag
@@ -69,11 +75,17 @@ def launch(task: Task | Dag | str | Path, cluster_name: str | None = None, *,
     With `down`, clusters are taken down once their task ends."""
     dag = with_infra(load(task), infra)
     launcher = Launcher(reporter=reporter or PlainReporter())
-    the_plan = plan(dag)
-    for placement in the_plan.tasks:
-        launcher.reporter.stage("plan", f"{placement.name}: {placement.instance_type} on "
-                                f"{placement.infra}, ${placement.hourly_price:.2f}/h per node"
-                                f" x {placement.num_nodes}")
+    existing = _reusable(launcher, dag, cluster_name)
+    if existing is not None:  # nothing to plan: the task runs where it is told
+        placements: list[Any] = [None]
+        launcher.reporter.stage("plan", f"{dag.tasks[0].name or 'task-1'}: on {existing.name}"
+                                f" ({existing.infra}, {existing.instance_type})")
+    else:
+        placements = plan(dag).tasks
+        for placement in placements:
+            launcher.reporter.stage("plan", f"{placement.name}: {placement.instance_type} on "
+                                    f"{placement.infra}, ${placement.hourly_price:.2f}/h per "
+                                    f"node x {placement.num_nodes}")
     if len(dag) > 1 and detach:
         raise UserError("a pipeline cannot be detached yet",
                         hint="launch it without -d, or use managed jobs when they land")
@@ -83,7 +95,7 @@ def launch(task: Task | Dag | str | Path, cluster_name: str | None = None, *,
         task_obj = dag.tasks[index]
         name = base if len(dag) == 1 else f"{base}-{task_obj.name or index + 1}"
         try:
-            result = launcher.launch_task(task_obj, the_plan.tasks[index], name, env or {},
+            result = launcher.launch_task(task_obj, placements[index], name, env or {},
                                           detach, retry_until_up)
         finally:
             if down and not detach:
@@ -92,6 +104,16 @@ def launch(task: Task | Dag | str | Path, cluster_name: str | None = None, *,
             break
     assert result is not None
     return result
+
+
+def _reusable(launcher: Launcher, dag: Dag, cluster_name: str | None) -> Any:
+    """The existing cluster a single task names and fits (up or stopped), else None."""
+    if cluster_name is None or len(dag) != 1:
+        return None
+    record = launcher.store.get(cluster_name)
+    if record is None or record.status not in ("UP", "STOPPED"):
+        return None
+    return None if why_not_fits(record, dag.tasks[0]) else record
 
 
 def exec(cluster_name: str, task: Task | str | Path, *, detach: bool = False,
