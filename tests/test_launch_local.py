@@ -387,3 +387,37 @@ def test_relaunch_on_a_cluster_that_fits_reuses_it_without_planning(home, tmp_pa
     assert misfit.returncode == 2 and "cannot run this task" in misfit.stderr
     assert "it has 1 node(s), the task needs 3" in misfit.stderr
     assert "Traceback" not in misfit.stderr
+
+
+def test_logs_resume_from_an_offset_and_never_split_a_character(home, tmp_path):
+    """A long log comes in bounded chunks; each chunk ends on a character boundary (the
+    first chunk boundary falls inside an 'é' here), and a reader resumes where it stopped."""
+    from skyhop.execute.agent import LOG_CHUNK
+    from skyhop.execute.launcher import Launcher
+    from skyhop.state.clusters import ClusterStore
+
+    text = "a" + "é" * (LOG_CHUNK // 2 + 1000) + "\n"
+    script = write(tmp_path / "say.py", f"print('a' + '\\u00e9' * {LOG_CHUNK // 2 + 1000})\n")
+    assert sky("launch", f"python3 {script}", "-c", "lg2").returncode == 0
+    agent = Launcher(ClusterStore()).agent(ClusterStore().get("lg2"))
+    chunks: list[str] = []
+    job = agent.logs(1, False, chunks.append)
+    assert "".join(chunks) == text and len(chunks) >= 2
+    assert job["log_offset"] == len(text.encode())
+    rest: list[str] = []
+    assert agent.logs(1, False, rest.append, offset=job["log_offset"])["log_offset"] == \
+        job["log_offset"] and rest == []
+    tail: list[str] = []
+    agent.logs(1, False, tail.append, offset=len(text.encode()) - 5)
+    assert "".join(tail) == "éé\n"
+
+
+def test_utf8_boundary_holds_back_only_a_split_character():
+    from skyhop.execute.agent import utf8_boundary
+
+    e, euro, emoji = "é".encode(), "€".encode(), "🙂".encode()
+    assert utf8_boundary(b"abc") == 3 and utf8_boundary(b"") == 0
+    assert utf8_boundary(b"a" + e) == 3 and utf8_boundary(b"a" + e[:1]) == 1
+    assert utf8_boundary(euro + euro[:2]) == 3 and utf8_boundary(emoji[:3]) == 0
+    assert utf8_boundary(b"a" + emoji) == 5
+    assert utf8_boundary(b"\x80\x80") == 2  # stray bytes are not held back

@@ -30,7 +30,21 @@ from skyhop.execute.runner import NODE_MARKER, LocalRunner, Runner
 PENDING, RUNNING = "PENDING", "RUNNING"
 SUCCEEDED, FAILED, CANCELLED = "SUCCEEDED", "FAILED", "CANCELLED"
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+LOG_CHUNK = 1 << 20  # bytes of log per message: a long log never sits whole in memory
 DEFAULT_CPU_DEMAND = 0.5  # a job that names no CPUs still takes a share (as SkyPilot does)
+
+
+def utf8_boundary(data: bytes) -> int:
+    """The length of the longest prefix of `data` that does not end inside a UTF-8
+    character (invalid bytes count as whole characters)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:  # ASCII (then any bytes after it are stray): nothing is cut
+            return len(data)
+        if byte >= 0xC0:  # the lead byte of the last character
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return len(data) if back >= need else len(data) - back
+    return len(data)
 
 
 def socket_name(cluster_dir: str) -> str:
@@ -303,30 +317,42 @@ class Agent:
             await writer.drain()
             return
         path = self.log_path(job_id)
-        offset = 0
+        offset = int(request.get("offset") or 0)  # bytes the client already has
         done = asyncio.Event()
         self.finished.setdefault(job_id, []).append(done)
         while True:
             job = self.job(job_id)
-            if path.exists():
-                with path.open("rb") as fh:
-                    fh.seek(offset)
-                    chunk = fh.read()
-                if chunk:
-                    offset += len(chunk)
-                    writer.write(json.dumps({"data": chunk.decode(errors="replace")}).encode()
-                                 + b"\n")
-                    await writer.drain()
-            if job["status"] in FINISHED and job_id not in self.running:
-                if path.exists() and path.stat().st_size > offset:
-                    continue  # drain what was written after the last read
-                break
-            if not request.get("follow"):
+            # (decided before reading: all output of a finished job is in the file by then)
+            ended = job["status"] in FINISHED and job_id not in self.running
+            offset = await self._send_log(path, offset, ended, writer)
+            if ended or not request.get("follow"):
                 break
             with contextlib.suppress(TimeoutError):  # new output is polled; the end is not
                 await asyncio.wait_for(done.wait(), timeout=0.05)
-        writer.write(json.dumps({"end": True, "job": job}).encode() + b"\n")
+        writer.write(json.dumps({"end": True, "job": job, "offset": offset}).encode() + b"\n")
         await writer.drain()
+
+    @staticmethod
+    async def _send_log(path: Path, offset: int, final: bool,
+                        writer: asyncio.StreamWriter) -> int:
+        """Send the log from `offset` in bounded chunks cut on character boundaries (a
+        character split by a read waits for the next one); returns the new offset."""
+        if not path.exists():
+            return offset
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            while chunk := fh.read(LOG_CHUNK):
+                keep = utf8_boundary(chunk)
+                if keep < len(chunk) and final and len(chunk) < LOG_CHUNK:
+                    keep = len(chunk)  # the very end: nothing more will complete it
+                if keep == 0:
+                    break
+                offset += keep
+                fh.seek(offset)
+                writer.write(json.dumps({"data": chunk[:keep].decode(errors="replace"),
+                                         "offset": offset}).encode() + b"\n")
+                await writer.drain()
+        return offset
 
     def _shutdown(self) -> None:
         if self.server is not None:

@@ -91,16 +91,17 @@ class AgentClient:
     def shutdown(self) -> None:
         self.call("shutdown")
 
-    def logs(self, job_id: int | None, follow: bool, output: Callable[[str], None]
-             ) -> dict[str, Any]:
-        """Stream a job's log to `output`; returns the job record once it is done (or, when
-        not following, as it stands)."""
-        for message in self._lines({"op": "logs", "job_id": job_id, "follow": follow},
-                                   timeout=None if follow else 30.0):
+    def logs(self, job_id: int | None, follow: bool, output: Callable[[str], None],
+             offset: int = 0) -> dict[str, Any]:
+        """Stream a job's log from byte `offset` to `output`; returns the job record once
+        it is done (or, when not following, as it stands), with `log_offset`: the byte
+        offset to continue from."""
+        request = {"op": "logs", "job_id": job_id, "follow": follow, "offset": offset}
+        for message in self._lines(request, timeout=None if follow else 30.0):
             if "data" in message:
                 output(message["data"])
             elif message.get("end"):
-                return message["job"]
+                return {**message["job"], "log_offset": message.get("offset", offset)}
             elif message.get("ok") is False:
                 raise UserError(f"cluster {self.cluster!r}: {message.get('error')}")
         raise AgentUnreachable(f"the agent of cluster {self.cluster!r} went away while "

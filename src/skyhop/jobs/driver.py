@@ -53,6 +53,7 @@ class JobDriver:
         self.jobs = job_store or JobStore()
         self.launcher = launcher or Launcher(reporter=SilentReporter())
         self.unreachable: dict[int, int] = {}
+        self.log_offsets: dict[int, tuple[Path, int]] = {}  # job -> (its run's copy, bytes)
 
     # -- the DAG ------------------------------------------------------------------------
     def _dag(self, job: ManagedJob) -> Any:
@@ -179,13 +180,15 @@ class JobDriver:
     def _copy_logs(self, job: ManagedJob, agent: Any) -> None:
         """Keep a copy of the run's output beside the state (it outlives the cluster)."""
         path = log_dir(job.id) / f"{job.task_index:03d}-{job.restarts + job.recoveries:03d}.log"
+        known_path, offset = self.log_offsets.get(job.id, (None, 0))
+        if known_path != path:  # a new run, or a new controller: what the copy has
+            offset = path.stat().st_size if path.exists() else 0
         chunks: list[str] = []
-        agent.logs(job.agent_job_id, False, chunks.append)
-        data = "".join(chunks).encode()
-        have = path.stat().st_size if path.exists() else 0
-        if len(data) > have:
+        record = agent.logs(job.agent_job_id, False, chunks.append, offset=offset)
+        if chunks:
             with path.open("ab") as fh:
-                fh.write(data[have:])
+                fh.write("".join(chunks).encode())
+        self.log_offsets[job.id] = (path, record["log_offset"])
 
     def finish_task(self, job: ManagedJob) -> None:
         """The current task succeeded: tear its cluster down, go on to the next task."""
