@@ -97,7 +97,9 @@ class SSHHosts:
         self.close()
 
     # -- hosts --------------------------------------------------------------------------
-    def add(self, address: str, extra_keys: list[str] = ()) -> Host:
+    def add(self, address: str, extra_keys: list[str] = (),
+            path: str | None = None) -> Host:
+        """A host at `address`; `path`: the PATH of its SSH sessions (sshd's SetEnv)."""
         with self._lock:
             self._next += 1
             index = self._next
@@ -126,7 +128,7 @@ Subsystem sftp internal-sftp
 MaxStartups 100:30:200
 MaxSessions 50
 LogLevel ERROR
-""")
+""" + (f"SetEnv PATH={path}\n" if path else ""))
         (d / "sshd.pid").unlink(missing_ok=True)
         try:
             self._start(host, d)

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.skipif(sshhosts.unavailable_reason() is not None,
                                 reason=str(sshhosts.unavailable_reason()))
 
 REGION = "us-east-1"
+POWERED_OFF = ".powered-off"  # written by a test host's `sudo shutdown`
 
 
 class Hypervisor:
@@ -58,10 +59,37 @@ class Hypervisor:
                     seen[inst["InstanceId"]] = inst["PrivateIpAddress"]
         for instance_id, address in seen.items():
             if instance_id not in self.running:
-                self.hosts.add(address, [self.public_key])
+                self._boot(address)
                 self.running[instance_id] = address
+            elif (self.hosts.hosts[address].home / POWERED_OFF).exists():
+                self._os_shutdown(instance_id)
         for instance_id in [i for i in self.running if i not in seen]:
             self.hosts.remove(self.running.pop(instance_id))
+
+    def _boot(self, address: str) -> None:
+        """A machine whose `sudo -n shutdown -h now` powers it off (for EC2 to notice)."""
+        host = self.hosts.add(address, [self.public_key],
+                              path=f"/home/{sshhosts.USER}/.bin:/usr/local/bin:/usr/bin:/bin")
+        fake = host.home / ".bin" / "sudo"
+        fake.parent.mkdir()
+        fake.write_text(f"""#!/bin/sh
+# test stand-in for sudo: only a shutdown is allowed (it powers the machine off)
+[ "$1" = -n ] && shift
+if [ "$1" = shutdown ]; then touch ~/{POWERED_OFF}; exit 0; fi
+echo "sudo: a password is required" >&2; exit 1
+""")
+        fake.chmod(0o755)
+
+    def _os_shutdown(self, instance_id: str) -> None:
+        """What EC2 does when an instance's OS shuts down: stop it, or terminate it if its
+        InstanceInitiatedShutdownBehavior says so."""
+        behavior = self.ec2.describe_instance_attribute(
+            InstanceId=instance_id, Attribute="instanceInitiatedShutdownBehavior",
+        )["InstanceInitiatedShutdownBehavior"]["Value"]
+        if behavior == "terminate":
+            self.ec2.terminate_instances(InstanceIds=[instance_id])
+        else:
+            self.ec2.stop_instances(InstanceIds=[instance_id])
 
 
 @pytest.fixture(scope="module")
@@ -309,3 +337,58 @@ run: echo "ran on $(hostname)"
     finally:
         sky("down", "either", "-y")
         aws["hosts"].remove(pool_host)
+
+
+def _states(ec2, cluster: str) -> list[str]:
+    return sorted(i["State"]["Name"] for r in ec2.describe_instances(Filters=[
+        {"Name": "tag:skyhop-cluster", "Values": [cluster]}])["Reservations"]
+        for i in r["Instances"])
+
+
+def _wait_states(ec2, cluster: str, wanted: list[str], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while _states(ec2, cluster) != wanted:
+        assert time.monotonic() < deadline, _states(ec2, cluster)
+        time.sleep(0.3)
+
+
+def test_autostop_stops_an_idle_cluster_from_its_own_nodes(aws, tmp_path):
+    """The client is gone; the head's agent shuts every node down (workers first) and EC2
+    stops them; refresh then sees STOPPED; down still cleans up."""
+    task = tmp_path / "task.yaml"
+    task.write_text(TASK.replace("name: hello-aws", "name: hello-aws\nnum_nodes: 2"))
+    assert sky("launch", str(task), "-c", "idle").returncode == 0
+    result = sky("autostop", "idle", "-i", "0")
+    assert result.returncode == 0, result.stderr
+    _wait_states(aws["ec2"], "idle", ["stopped", "stopped"])
+    refreshed = sky("status", "--refresh", "--json")
+    assert refreshed.returncode == 0, refreshed.stderr
+    [cluster] = json.loads(refreshed.stdout)
+    assert cluster["status"] == "STOPPED" and "stopped (autostop)" in refreshed.stderr
+    assert sky("down", "idle", "-y").returncode == 0
+    assert running_tagged(aws["ec2"]) == []
+
+
+def test_autostop_down_terminates_and_refresh_forgets_the_cluster(aws, tmp_path):
+    task = tmp_path / "task.yaml"
+    task.write_text(TASK)
+    assert sky("launch", str(task), "-c", "gone").returncode == 0
+    for instance_id in [i for c, i in running_tagged(aws["ec2"]) if c == "gone"]:
+        attribute = aws["ec2"].describe_instance_attribute(
+            InstanceId=instance_id, Attribute="instanceInitiatedShutdownBehavior")
+        assert attribute["InstanceInitiatedShutdownBehavior"]["Value"] == "stop"
+    assert sky("autostop", "gone", "-i", "0", "--down").returncode == 0
+    _wait_states(aws["ec2"], "gone", ["terminated"])
+    refreshed = sky("status", "--refresh", "--json")
+    assert json.loads(refreshed.stdout) == [] and "autostop --down" in refreshed.stderr
+
+
+def test_autostop_cannot_stop_spot_nodes():
+    from skyhop.errors import UserError
+    from skyhop.provision.base import Instance
+    from skyhop.provision.providers.aws import AwsProvider
+
+    spot = Instance("i-1", 0, "10.213.20.5", {"spot": True, "region": REGION})
+    with pytest.raises(UserError) as err:
+        AwsProvider().arm_autostop("c", [spot], down=False)  # refused before any API call
+    assert "cannot be stopped" in err.value.message and "--down" in err.value.hint

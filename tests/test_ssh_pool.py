@@ -124,6 +124,9 @@ def test_a_launch_takes_only_free_hosts(home):
     assert "fewer than 2 free" in third.stderr and "Traceback" not in third.stderr
     assert len(claims(home)) == 3
     assert sky("status", "--json").stdout.count('"three"') == 0
+    # The owner's machines cannot power themselves off for us: autostop says so.
+    refused = sky("autostop", "one", "-i", "5")
+    assert refused.returncode == 2 and "not supported on ssh clusters" in refused.stderr
 
 
 def test_unreachable_host_is_a_clear_error(home, hosts):

@@ -257,7 +257,15 @@ class Agent:
         return minutes is not None and self.idle_for() >= float(minutes) * 60
 
     def _trigger_autostop(self) -> None:
-        """Stop or tear down the cluster through the normal CLI path, detached from us."""
+        """Stop or tear down the cluster: through the normal CLI path, detached from us, or,
+        with a shutdown command (a cloud's nodes), by shutting every node down, this one
+        last."""
+        command = self.autostop.get("command")
+        if command:
+            self.autostop = {}  # once
+            threading.Thread(target=self._shut_down_nodes, args=(command,), daemon=True,
+                             name="autostop").start()
+            return
         action = "down" if self.autostop.get("down") else "stop"
         env = {k: v for k, v in os.environ.items() if k != NODE_MARKER}
         with open(self.dir / "autostop.log", "ab") as log:
@@ -265,6 +273,18 @@ class Agent:
                               "--yes"], env=env, stdin=subprocess.DEVNULL, stdout=log,
                              stderr=log, start_new_session=True)
         self.autostop = {}  # once
+
+    def _shut_down_nodes(self, command: str) -> None:
+        with open(self.dir / "autostop.log", "a") as log:
+            for rank in [*range(1, len(self.runners)), 0]:
+                log.write(f"{time.ctime()}: node {rank}: {command}\n")
+                log.flush()
+                try:
+                    code = self.runners[rank].run(command, output=log.write)
+                except Exception as exc:  # go on: the other nodes still cost money
+                    code = f"{type(exc).__name__}: {exc}"
+                log.write(f"{time.ctime()}: node {rank}: exit {code}\n")
+                log.flush()
 
     # -- server --------------------------------------------------------------------------
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -299,7 +319,8 @@ class Agent:
                 return {"ok": True, "cancelled": self.cancel(request.get("job_ids"))}
             if op == "autostop":
                 self.autostop = {"idle_minutes": request.get("idle_minutes"),
-                                 "down": bool(request.get("down"))}
+                                 "down": bool(request.get("down")),
+                                 "command": request.get("command")}
                 self.last_active = time.time()
                 return {"ok": True}
             if op == "shutdown":

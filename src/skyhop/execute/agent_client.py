@@ -85,8 +85,11 @@ class AgentClient:
     def cancel(self, job_ids: list[int] | None) -> list[int]:
         return self.call("cancel", job_ids=job_ids)["cancelled"]
 
-    def set_autostop(self, idle_minutes: int | None, down: bool) -> None:
-        self.call("autostop", idle_minutes=idle_minutes, down=down)
+    def set_autostop(self, idle_minutes: int | None, down: bool,
+                     command: str | None = None) -> None:
+        """`command`: what each node runs to shut itself down (None: `skyhop stop|down`
+        on the head, which must hold skyhop's state: the local provider)."""
+        self.call("autostop", idle_minutes=idle_minutes, down=down, command=command)
 
     def shutdown(self) -> None:
         self.call("shutdown")

@@ -207,7 +207,8 @@ class Launcher:
                 "gpus_per_node": sum((record.accelerators or {}).values()),
                 "cpus_per_node": (record.resources or {}).get("vcpus") or 1,
                 "autostop": ({"idle_minutes": record.autostop_minutes,
-                              "down": record.autostop_down}
+                              "down": record.autostop_down,
+                              "command": record.handle.get("autostop_command")}
                              if record.autostop_minutes is not None else None)}
         info_path = f"{agent_dir}/cluster.json"
         head.write_file(info_path, json.dumps(info).encode())

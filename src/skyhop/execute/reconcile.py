@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from skyhop.errors import UserError
 from skyhop.provision import registry
 from skyhop.state.clusters import ClusterStore
-from skyhop.state.records import INIT, TERMINATING, UP, ClusterRecord
+from skyhop.state.records import INIT, STOPPED, TERMINATING, UP, ClusterRecord
 
 
 def owner_tag() -> str:
@@ -101,8 +101,16 @@ def refresh(store: ClusterStore | None = None) -> Report:
                                   f"{len(ids)} node(s) terminated, cluster removed")
         elif record.status == UP and not truth:
             _finish_teardown(store, record, report, [])
-            report.changes.append(f"{record.name}: its machines are gone (preempted or "
+            why = "autostop --down, " if record.autostop_down else ""
+            report.changes.append(f"{record.name}: its machines are gone ({why}preempted or "
                                   "deleted outside skyhop); cluster removed")
+        elif record.status == UP and len(truth) == record.num_nodes and all(
+                i.info.get("state") in ("stopping", "stopped") for i in truth):
+            store.update(record.name, status=STOPPED)
+            store.close_usage(record.name)
+            why = "autostop" if record.autostop_minutes is not None else "outside skyhop"
+            report.changes.append(f"{record.name}: its machines were stopped ({why}); "
+                                  f"marked STOPPED (`skyhop start {record.name}`)")
         elif record.status == UP and len(truth) < record.num_nodes:
             store.update(record.name, status="DEGRADED")
             report.changes.append(f"{record.name}: {len(truth)} of {record.num_nodes} nodes "

@@ -269,6 +269,32 @@ class AwsProvider:
             started += self._wait_ready(r, ids, dict(region=r, zone=None, instance_type=None))
         return sorted(started, key=lambda i: (i.rank, i.instance_id))
 
+    # An OS shutdown stops an EC2 instance, or terminates it when its
+    # InstanceInitiatedShutdownBehavior says so:
+    # https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/terminating-instances.html#Using_ChangingInstanceInitiatedShutdownBehavior
+    SHUTDOWN_COMMAND = "sudo -n shutdown -h now"
+
+    def arm_autostop(self, cluster_name: str, instances: list[Instance], down: bool | None
+                     ) -> str:
+        """Make the nodes' own OS shutdown stop them (or, with `down`, terminate them), so
+        the head's agent can end an idle cluster with no credentials on it; `down=None`
+        restores the default. Returns the command a node runs to shut itself down."""
+        spot = [i.instance_id for i in instances if i.info.get("spot")]
+        if spot and down is False:
+            raise UserError(f"cluster {cluster_name!r} runs on spot instances, which cannot "
+                            "be stopped, only terminated",
+                            hint=f"`skyhop autostop {cluster_name} -i MIN --down`")
+        behavior = "terminate" if down else "stop"
+        for instance in instances:
+            if instance.info.get("spot"):
+                continue  # (one-time spot instances always terminate on shutdown)
+            region = instance.info["region"]
+            with translating(region):
+                self._client(region).modify_instance_attribute(
+                    InstanceId=instance.instance_id,
+                    Attribute="instanceInitiatedShutdownBehavior", Value=behavior)
+        return self.SHUTDOWN_COMMAND
+
     def terminate(self, cluster_name: str, instance_ids: list[str], region: str | None = None
                   ) -> None:
         """Idempotent; only instances tagged with this cluster are touched."""
