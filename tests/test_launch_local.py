@@ -421,3 +421,20 @@ def test_utf8_boundary_holds_back_only_a_split_character():
     assert utf8_boundary(euro + euro[:2]) == 3 and utf8_boundary(emoji[:3]) == 0
     assert utf8_boundary(b"a" + emoji) == 5
     assert utf8_boundary(b"\x80\x80") == 2  # stray bytes are not held back
+
+
+def test_autostop_from_the_task_file_and_from_launch_flags(home, tmp_path):
+    """SkyPilot's `resources.autostop` and `launch -i N [--down]` arm the cluster's agent
+    once the job is queued: the job still runs whole, then the cluster stops or goes."""
+    task = write(tmp_path / "t.yaml", "resources:\n  autostop: {idle_minutes: 0, down: true}\n"
+                                      "run: sleep 1; echo finished\n")
+    result = sky("launch", str(task), "-c", "tf")
+    assert result.returncode == 0 and "finished" in result.stdout, result.stderr
+    assert "down after 0 idle min" in result.stderr
+    stopped = sky("launch", "echo ran", "-c", "fl", "-i", "0")
+    assert stopped.returncode == 0 and "ran" in stopped.stdout
+    deadline = time.monotonic() + 30
+    while (status("tf") is not None or (status("fl") or {}).get("status") != "STOPPED") \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert status("tf") is None and status("fl")["status"] == "STOPPED"

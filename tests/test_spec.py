@@ -120,6 +120,27 @@ def test_skypilot_reference_task_parses_unchanged():
     assert all(a.cpus == Amount(4, or_more=True) for a in alternatives)  # shared fields kept
     assert task.envs["MODEL_SIZE"] == "13b"
     assert task.secrets["WANDB_API_KEY"] is None
+    assert (r.autostop.idle_minutes, r.autostop.down) == (10, True)
+
+
+@pytest.mark.parametrize("written, expected", [
+    ("true", (5, False)), ("false", None), ("10", (10, False)), ("10m", (10, False)),
+    ("'1h'", (60, False)), ("0", (0, False)), ("{idle_minutes: 3}", (3, False)),
+    ("{idle_minutes: 2h, down: true, wait_for: jobs}", (120, True))])
+def test_autostop_takes_skypilots_forms(written, expected):
+    r = parse_dag(f"resources:\n  autostop: {written}\nrun: x\n").tasks[0].resources
+    assert (None if r.autostop is None else (r.autostop.idle_minutes, r.autostop.down)) \
+        == expected
+
+
+@pytest.mark.parametrize("written, message", [
+    ("banana", "is not an idle time"), ("-3", ">= 0"), ("{hook: 'git push'}", "hooks"),
+    ("{wait_for: none}", "wait_for 'none'"), ("{idle: 3}", "unknown autostop field"),
+    ("{down: maybe}", "down must be true or false")])
+def test_bad_autostop_says_where_and_how(written, message):
+    with pytest.raises(SpecError) as err:
+        parse_dag(f"resources:\n  autostop: {written}\nrun: x\n", "t.yaml")
+    assert str(err.value).startswith("t.yaml:2:") and message in str(err.value)
 
 
 def test_secret_values_never_show_in_repr_or_dump():

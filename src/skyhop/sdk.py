@@ -23,6 +23,7 @@ from skyhop.execute.launcher import (
 from skyhop.execute.operations import Operations, cost_report
 from skyhop.execute.report import PlainReporter, Reporter
 from skyhop.spec import Dag, Task, load_dag
+from skyhop.spec.resources import Autostop
 from skyhop.state.status import status
 
 __all__ = ["cost_report", "down", "exec", "launch", "load", "plan", "status"]
@@ -69,10 +70,13 @@ def with_infra(dag: Dag, infra: str | None) -> Dag:
 def launch(task: Task | Dag | str | Path, cluster_name: str | None = None, *,
            detach: bool = False, env: dict[str, str] | None = None, down: bool = False,
            reporter: Reporter | None = None, retry_until_up: bool = False,
-           infra: str | None = None) -> LaunchResult:
+           infra: str | None = None, idle_minutes_to_autostop: int | None = None
+           ) -> LaunchResult:
     """Plan, provision (or reuse `cluster_name`), sync, set up and run. A DAG runs its tasks
     in dependency order, each on its own cluster `<name>-<task>`; the first failure stops it.
-    With `down`, clusters are taken down once their task ends."""
+    With `down`, clusters are taken down once their task ends: by this process, or, with
+    `idle_minutes_to_autostop`, by the cluster itself after that many idle minutes (which
+    without `down` stops it instead; either overrides the task's `resources.autostop`)."""
     dag = with_infra(load(task), infra)
     launcher = Launcher(reporter=reporter or PlainReporter())
     existing = _reusable(launcher, dag, cluster_name)
@@ -89,6 +93,8 @@ def launch(task: Task | Dag | str | Path, cluster_name: str | None = None, *,
     if len(dag) > 1 and detach:
         raise UserError("a pipeline cannot be detached yet",
                         hint="launch it without -d, or use managed jobs when they land")
+    autostop = (None if idle_minutes_to_autostop is None
+                else Autostop(idle_minutes=idle_minutes_to_autostop, down=down))
     base = cluster_name or new_cluster_name()
     result: LaunchResult | None = None
     for index in dag.order:
@@ -96,9 +102,9 @@ def launch(task: Task | Dag | str | Path, cluster_name: str | None = None, *,
         name = base if len(dag) == 1 else f"{base}-{task_obj.name or index + 1}"
         try:
             result = launcher.launch_task(task_obj, placements[index], name, env or {},
-                                          detach, retry_until_up)
+                                          detach, retry_until_up, autostop)
         finally:
-            if down and not detach:
+            if down and not detach and autostop is None:
                 launcher.teardown(name)
         if result.exit_code not in (0, None):
             break

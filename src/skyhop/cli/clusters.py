@@ -60,7 +60,12 @@ def register(app: typer.Typer) -> None:
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan only.")
                            ] = False,
         down: Annotated[bool, typer.Option("--down", help="Take the cluster down when the "
-                                                          "job ends.")] = False,
+                                                          "job ends (with -i: when idle).")
+                        ] = False,
+        idle_minutes: Annotated[int | None, typer.Option(
+            "--idle-minutes-to-autostop", "-i",
+            help="Stop the cluster (with --down: tear it down) after this many idle "
+                 "minutes; the cluster enforces it.")] = None,
         env: EnvOption = None,
         infra: Annotated[str | None, typer.Option(
             "--infra", help="Run only here: aws, aws/us-east-1, ssh/lab, local...")] = None,
@@ -81,7 +86,7 @@ def register(app: typer.Typer) -> None:
             return
         result = sdk.launch(task, cluster, detach=detach, env=env_values, down=down,
                             reporter=RichReporter(), retry_until_up=retry_until_up,
-                            infra=infra)
+                            infra=infra, idle_minutes_to_autostop=idle_minutes)
         if detach:
             typer.echo(f"job {result.job_id} queued on {result.cluster}; "
                        f"`skyhop logs {result.cluster} {result.job_id} --follow`", err=True)

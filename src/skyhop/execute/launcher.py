@@ -401,10 +401,14 @@ class Launcher:
                                 "envs": envs, "secrets": secret_values,
                                 "num_nodes": task.num_nodes, "gpus": gpus, "cpus": cpus,
                                 "task_id": task_id})
-        self.reporter.stage("run", f"job {job_id} on {record.name}"
-                            + (" (detached)" if detach else ""))
+        self.reporter.stage("run", f"job {job_id} on {record.name}")
         if detach:
             return LaunchResult(record.name, job_id, None)
+        return self.follow(record, job_id)
+
+    def follow(self, record: ClusterRecord, job_id: int) -> LaunchResult:
+        """Stream a queued job's output until it ends (Ctrl-C cancels it)."""
+        client = self.agent(record)
         try:
             job = client.logs(job_id, follow=True, output=self.reporter.output)
         except KeyboardInterrupt:
@@ -417,18 +421,56 @@ class Launcher:
 
     def launch_task(self, task: Task, placement: Any, cluster: str | None,
                     env_overrides: dict[str, str], detach: bool,
-                    retry_until_up: bool = False) -> LaunchResult:
+                    retry_until_up: bool = False, autostop: Any = None) -> LaunchResult:
+        """`autostop` (an `Autostop`) overrides the task's `resources.autostop`; it is armed
+        once the job is queued (or setup failed), so it cannot fire before the job."""
         envs, secret_values = resolve_env(task, env_overrides)
         name = cluster or new_cluster_name()
         record = self.ensure_up(name, task, placement, retry_until_up)
+        autostop = autostop or task.resources.autostop
         self.sync(record, task)
         code = self.setup(record, task, {**envs, **secret_values})
         if code != 0:
             self.reporter.stage("setup", f"failed with exit code {code}")
+            if autostop is not None:
+                self.set_autostop(record, autostop.idle_minutes, autostop.down)
             return LaunchResult(name, None, code, placement)
-        result = self.submit(record, task, envs, secret_values, detach)
+        if autostop is None:
+            result = self.submit(record, task, envs, secret_values, detach)
+        else:  # queue the job, arm autostop, then follow the job's output
+            result = self.submit(record, task, envs, secret_values, True)
+            self.set_autostop(record, autostop.idle_minutes, autostop.down)
+            if not detach:
+                result = self.follow(record, result.job_id)
         result.placement = placement
         return result
+
+    def set_autostop(self, record: ClusterRecord, idle_minutes: int | None,
+                     down: bool) -> None:
+        """Arm (with None: disarm) autostop; the cluster's agent enforces it, so it works
+        after the client exits. On the local machine the agent runs `skyhop stop|down`;
+        elsewhere the head has neither skyhop's state nor credentials, so the provider arms
+        the nodes to stop (or terminate) on their own OS shutdown, which the agent runs."""
+        if idle_minutes is not None and idle_minutes < 0:
+            raise UserError("autostop idle minutes must be >= 0")
+        command = None
+        if record.provider != "local":
+            provider = registry.get(record.provider)
+            arm = getattr(provider, "arm_autostop", None)
+            if arm is None and idle_minutes is not None:
+                raise UserError(f"autostop is not supported on {record.provider} clusters "
+                                "(their machines cannot stop themselves)",
+                                hint=f"`skyhop down {record.name}` when done; managed jobs "
+                                     "tear down their clusters themselves")
+            if arm is not None:
+                command = arm(record.name, provider.instances(record.name),
+                              None if idle_minutes is None else down)
+        self.store.update(record.name, autostop_minutes=idle_minutes, autostop_down=down,
+                          handle={**record.handle, "autostop_command": command})
+        self.agent(record).set_autostop(idle_minutes, down, command)
+        if idle_minutes is not None:
+            self.reporter.stage("autostop", f"{record.name}: "
+                                f"{'down' if down else 'stop'} after {idle_minutes} idle min")
 
     def exec(self, name: str, task: Task, env_overrides: dict[str, str],
              detach: bool) -> LaunchResult:

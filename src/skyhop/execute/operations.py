@@ -66,27 +66,7 @@ class Operations:
         return record
 
     def autostop(self, name: str, idle_minutes: int | None, down: bool) -> None:
-        record = self._up(name)
-        if idle_minutes is not None and idle_minutes < 0:
-            raise UserError("-i/--idle-minutes must be >= 0")
-        command = None
-        if record.provider != "local":
-            # On the local machine the agent runs `skyhop stop|down` itself. Elsewhere the
-            # head has neither skyhop's state nor credentials: the provider arms the nodes
-            # so that their own OS shutdown stops (or terminates) them.
-            provider = registry.get(record.provider)
-            arm = getattr(provider, "arm_autostop", None)
-            if arm is None and idle_minutes is not None:
-                raise UserError(f"autostop is not supported on {record.provider} clusters "
-                                "(their machines cannot stop themselves)",
-                                hint=f"`skyhop down {name}` when done; managed jobs tear "
-                                     "down their clusters themselves")
-            if arm is not None:
-                command = arm(name, provider.instances(name),
-                              None if idle_minutes is None else down)
-        self.store.update(name, autostop_minutes=idle_minutes, autostop_down=down,
-                          handle={**record.handle, "autostop_command": command})
-        self.launcher.agent(record).set_autostop(idle_minutes, down, command)
+        self.launcher.set_autostop(self._up(name), idle_minutes, down)
 
     def queue(self, name: str) -> list[dict[str, Any]]:
         return self.launcher.agent(self._up(name)).queue()

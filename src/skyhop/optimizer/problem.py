@@ -210,9 +210,11 @@ def build_candidates(dag: Dag, catalog: Catalog, *, time_matters: bool,
     full: list[Candidates] = []
     for i, task in enumerate(dag.tasks):
         # Identical requirements share one catalog scan (long chains of similar tasks).
-        # (job_recovery and labels may hold dicts and do not change where a task can run)
+        # (job_recovery and labels may hold dicts; they and autostop do not change where a
+        # task can run)
         placement_fields = task.resources.model_copy(update={"job_recovery": None,
-                                                             "labels": None})
+                                                             "labels": None,
+                                                             "autostop": None})
         key = (placement_fields, task.num_nodes, _freeze(task.estimated_hours),
                tuple((r.uri, r.gigabytes, r.region) for r in task.inputs))
         if key not in cache:

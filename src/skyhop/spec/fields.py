@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -218,3 +219,55 @@ def parse_hours(value: Any, *, default_unit: str = "h") -> float:
     if hours <= 0:
         raise ValueError("a duration must be positive")
     return hours
+
+
+# SkyPilot's default for `autostop: true`:
+# https://docs.skypilot.co/en/latest/reference/auto-stop.html
+DEFAULT_AUTOSTOP_MINUTES = 5
+_AUTOSTOP_WAIT_FOR = ("jobs_and_ssh", "jobs")  # skyhop's agent counts jobs (not SSH sessions)
+
+
+def parse_autostop(value: Any) -> dict[str, Any] | None:
+    """SkyPilot's forms: `true` (5 idle minutes), `false`, `10` or `'10m'`/`'1h'` (idle
+    time), or `{idle_minutes: 10, down: true, wait_for: jobs}`. None when off."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {"idle_minutes": DEFAULT_AUTOSTOP_MINUTES, "down": False}
+    if not isinstance(value, dict):
+        return {"idle_minutes": _idle_minutes(value), "down": False}
+    unknown = sorted(set(value) - {"idle_minutes", "down", "wait_for"})
+    if {"hook", "hook_timeout"} & set(unknown):
+        raise ValueError("autostop hooks are not supported yet: end `run` with that step "
+                         "instead")
+    if unknown:
+        raise ValueError(f"unknown autostop field(s) {', '.join(unknown)}; expected "
+                         "idle_minutes, down, wait_for")
+    wait_for = value.get("wait_for", "jobs_and_ssh")
+    if wait_for not in _AUTOSTOP_WAIT_FOR:
+        raise ValueError(f"autostop wait_for {wait_for!r} is not supported; use one of "
+                         f"{', '.join(_AUTOSTOP_WAIT_FOR)} (idle means no job pending or "
+                         "running)")
+    down = value.get("down", False)
+    if not isinstance(down, bool):
+        raise ValueError("autostop down must be true or false")
+    return {"idle_minutes": _idle_minutes(value.get("idle_minutes",
+                                                    DEFAULT_AUTOSTOP_MINUTES)),
+            "down": down}
+
+
+def _idle_minutes(value: Any) -> int:
+    """Whole idle minutes from `10` (minutes), `'10m'`, `'1h'`, `'0'`."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        minutes = float(value)
+    elif isinstance(value, str) and value.strip() in ("0", "0m"):
+        minutes = 0.0
+    else:
+        try:
+            minutes = parse_hours(value, default_unit="m") * 60
+        except ValueError:
+            raise ValueError(f"autostop {value!r} is not an idle time; write e.g. true, 10, "
+                             "'10m' or '1h'") from None
+    if minutes < 0:
+        raise ValueError("autostop idle minutes must be >= 0")
+    return math.ceil(minutes - 1e-9)

@@ -12,6 +12,7 @@ from skyhop.spec.fields import (
     InfraPattern,
     Memory,
     parse_accelerators,
+    parse_autostop,
     parse_cpus,
     parse_infra,
     parse_memory,
@@ -38,6 +39,13 @@ class SpecModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
 
+class Autostop(SpecModel):
+    """Stop (or, with `down`, tear down) the cluster after this many idle minutes."""
+
+    idle_minutes: int
+    down: bool = False
+
+
 class Resources(SpecModel):
     """Requirements of one node. Every field is optional; `any_of`/`ordered` give alternatives
     that override the fields set beside them."""
@@ -57,7 +65,7 @@ class Resources(SpecModel):
     labels: dict[str, str] | None = None
     max_hourly_cost: float | None = None
     job_recovery: str | dict[str, Any] | None = None
-    autostop: bool | int | str | dict[str, Any] | None = None
+    autostop: Autostop | None = None
     any_of: tuple[Resources, ...] | None = None
     ordered: tuple[Resources, ...] | None = None
 
@@ -93,6 +101,11 @@ class Resources(SpecModel):
         """Parse the compact string forms; values already parsed pass through."""
         parsed_type, parse = _COMPACT_FIELDS[info.field_name]
         return v if v is None or isinstance(v, parsed_type) else parse(v)
+
+    @field_validator("autostop", mode="before")
+    @classmethod
+    def _autostop(cls, v: Any) -> Any:
+        return v if isinstance(v, Autostop) else parse_autostop(v)
 
     @field_validator("disk_size", mode="before")
     @classmethod
