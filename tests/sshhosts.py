@@ -97,15 +97,17 @@ class SSHHosts:
         self.close()
 
     # -- hosts --------------------------------------------------------------------------
-    def add(self, address: str, extra_keys: list[str] = (),
-            path: str | None = None) -> Host:
-        """A host at `address`; `path`: the PATH of its SSH sessions (sshd's SetEnv)."""
+    def add(self, address: str, extra_keys: list[str] = (), path: str | None = None,
+            disk: Path | None = None) -> Host:
+        """A host at `address`. `path`: the PATH of its SSH sessions (sshd's SetEnv);
+        `disk`: a directory that outlives the host (its home and host key), so adding it
+        again is the same machine rebooted; by default each host is a new machine."""
         with self._lock:
             self._next += 1
             index = self._next
         ns = f"sh-{os.getpid() % 10000}-h{index}"
         veth = f"sh-{os.getpid() % 10000}v{index}"[:15]
-        d = self.base / f"h{index}"
+        d = disk or self.base / f"h{index}"
         host = Host(index, address, d, ns, veth)
         (d / "home" / ".ssh").mkdir(parents=True, exist_ok=True)
         hostkey = d / "hostkey"

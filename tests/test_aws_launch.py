@@ -59,19 +59,23 @@ class Hypervisor:
                     seen[inst["InstanceId"]] = inst["PrivateIpAddress"]
         for instance_id, address in seen.items():
             if instance_id not in self.running:
-                self._boot(address)
+                self._boot(address, instance_id)
                 self.running[instance_id] = address
             elif (self.hosts.hosts[address].home / POWERED_OFF).exists():
                 self._os_shutdown(instance_id)
         for instance_id in [i for i in self.running if i not in seen]:
             self.hosts.remove(self.running.pop(instance_id))
 
-    def _boot(self, address: str) -> None:
-        """A machine whose `sudo -n shutdown -h now` powers it off (for EC2 to notice)."""
-        host = self.hosts.add(address, [self.public_key],
+    def _boot(self, address: str, instance_id: str) -> None:
+        """Start the instance's machine: its disk (home, host key) survives a stop and
+        start, as an EBS root volume does; its `sudo -n shutdown -h now` powers it off
+        (for EC2 to notice)."""
+        disk = self.hosts.base / "disks" / instance_id
+        (disk / "home" / POWERED_OFF).unlink(missing_ok=True)
+        host = self.hosts.add(address, [self.public_key], disk=disk,
                               path=f"/home/{sshhosts.USER}/.bin:/usr/local/bin:/usr/bin:/bin")
         fake = host.home / ".bin" / "sudo"
-        fake.parent.mkdir()
+        fake.parent.mkdir(exist_ok=True)
         fake.write_text(f"""#!/bin/sh
 # test stand-in for sudo: only a shutdown is allowed (it powers the machine off)
 [ "$1" = -n ] && shift
@@ -354,7 +358,8 @@ def _wait_states(ec2, cluster: str, wanted: list[str], timeout: float = 90) -> N
 
 def test_autostop_stops_an_idle_cluster_from_its_own_nodes(aws, tmp_path):
     """The client is gone; the head's agent shuts every node down (workers first) and EC2
-    stops them; refresh then sees STOPPED; down still cleans up."""
+    stops them; refresh then sees STOPPED; start brings it back (autostop still armed);
+    down still cleans up."""
     task = tmp_path / "task.yaml"
     task.write_text(TASK.replace("name: hello-aws", "name: hello-aws\nnum_nodes: 2"))
     assert sky("launch", str(task), "-c", "idle").returncode == 0
@@ -365,6 +370,12 @@ def test_autostop_stops_an_idle_cluster_from_its_own_nodes(aws, tmp_path):
     assert refreshed.returncode == 0, refreshed.stderr
     [cluster] = json.loads(refreshed.stdout)
     assert cluster["status"] == "STOPPED" and "stopped (autostop)" in refreshed.stderr
+    # Started again (same disks and host keys), its agent comes back with autostop still
+    # armed: idle at once (0 minutes), it stops itself again.
+    started = sky("start", "idle")
+    assert started.returncode == 0, started.stderr
+    assert "idle: starting" in started.stderr
+    _wait_states(aws["ec2"], "idle", ["stopped", "stopped"])
     assert sky("down", "idle", "-y").returncode == 0
     assert running_tagged(aws["ec2"]) == []
 
@@ -392,3 +403,15 @@ def test_autostop_cannot_stop_spot_nodes():
     with pytest.raises(UserError) as err:
         AwsProvider().arm_autostop("c", [spot], down=False)  # refused before any API call
     assert "cannot be stopped" in err.value.message and "--down" in err.value.hint
+
+
+def test_stop_then_start_runs_jobs_again_on_the_same_machines(aws, tmp_path):
+    task = tmp_path / "task.yaml"
+    task.write_text(TASK)
+    assert sky("launch", str(task), "-c", "pause").returncode == 0
+    assert sky("stop", "pause", "-y").returncode == 0
+    _wait_states(aws["ec2"], "pause", ["stopped"])
+    started = sky("start", "pause")
+    assert started.returncode == 0, started.stderr
+    again = sky("exec", "pause", "cat ~/setup-marker")  # the disk survived the stop
+    assert again.returncode == 0 and "setup ran" in again.stdout, again.stderr
