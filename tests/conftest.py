@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +8,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SKYHOP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+# A suite started in the background by a non-interactive shell inherits SIGINT ignored, and
+# so would every process it starts: the Ctrl-C tests would wait forever. A handler (unlike
+# an ignored signal) is reset at exec, so the children get Python's usual Ctrl-C again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
