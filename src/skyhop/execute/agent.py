@@ -87,6 +87,7 @@ class Agent:
         self.free_gpus = list(range(int(self.capacity["gpus"])))
         self.running: dict[int, Running] = {}
         self.last_active = time.time()
+        self.followers = 0  # clients following a job's output now
         self.autostop: dict[str, Any] = info.get("autostop") or {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.changed = asyncio.Event()
@@ -248,7 +249,8 @@ class Agent:
 
     # -- autostop ------------------------------------------------------------------------
     def idle_for(self) -> float:
-        if self.running or self._sql("SELECT 1 FROM jobs WHERE status=? LIMIT 1", (PENDING,)):
+        if self.running or self.followers or self._sql(
+                "SELECT 1 FROM jobs WHERE status=? LIMIT 1", (PENDING,)):
             return 0.0
         return time.time() - self.last_active
 
@@ -331,6 +333,18 @@ class Agent:
             return {"ok": False, "error": str(exc)}
 
     async def _stream_logs(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        """A client following a job's output counts as activity (autostop waits for it to
+        see the end, instead of cutting the stream)."""
+        following = bool(request.get("follow"))
+        self.followers += following
+        try:
+            await self._send_logs(request, writer)
+        finally:
+            self.followers -= following
+            if following:
+                self.last_active = time.time()
+
+    async def _send_logs(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         job_id = request.get("job_id") or (self.jobs()[-1]["id"] if self.jobs() else None)
         job = self.job(job_id) if job_id is not None else None
         if job is None:
