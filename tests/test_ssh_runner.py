@@ -6,6 +6,7 @@ import shlex
 import pytest
 
 import sshhosts
+from skyhop.errors import UserError
 from skyhop.execute.ssh_runner import SSHRunner, Unreachable
 
 pytestmark = pytest.mark.skipif(sshhosts.unavailable_reason() is not None,
@@ -34,6 +35,10 @@ def test_run_streams_output_passes_env_and_returns_the_exit_code(hosts, tmp_path
     assert lines[0] == f"it's \"quoted\" $HOME from {hosts.hosts[ADDRESS].namespace}\n"
     assert "err\n" in lines
     assert r.home == f"/home/{sshhosts.USER}" and r.resolve("~/x") == r.home + "/x"
+    # A finished command leaves no process-group record (a stale one could later name
+    # someone else's processes).
+    pids = hosts.hosts[ADDRESS].home / ".skyhop" / "pids"
+    assert not pids.exists() or list(pids.iterdir()) == []
 
 
 @pytest.mark.parametrize("use_rsync", [True, False])
@@ -57,6 +62,19 @@ def test_copy_list_and_remove_files(hosts, tmp_path, monkeypatch, use_rsync):
     assert (home / f"copy-{use_rsync}" / "pkg" / "b.py").read_text() == "print('b')\n"
     r.remove_files(dst, ["a.txt"])
     assert set(r.list_files(dst)) == {"pkg/b.py"}
+
+
+def test_the_tar_fallback_streams_big_files_and_reports_a_failing_target(hosts, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setattr(SSHRunner, "_has_rsync", lambda self: False)
+    r = runner(hosts, tmp_path / "known_hosts")
+    data = os.urandom(5 * 1024 * 1024 + 123)  # several 1 MiB writes, each drained
+    (tmp_path / "big.bin").write_bytes(data)
+    r.copy_files(tmp_path, ["big.bin"], "~/streamed")
+    assert (hosts.hosts[ADDRESS].home / "streamed" / "big.bin").read_bytes() == data
+    with pytest.raises(UserError) as err:  # a target that cannot be a directory
+        r.copy_files(tmp_path, ["big.bin"], "~/streamed/big.bin")
+    assert "copying files failed" in err.value.message
 
 
 def test_a_changed_host_key_is_refused_with_a_fix(hosts, tmp_path):

@@ -36,10 +36,15 @@ def script(command: str, env: dict[str, str] | None = None, cwd: str | None = No
 def launcher(pid_token: str | None = None) -> str:
     """The remote command line that reads the script from stdin and runs it, recording its
     process group under ~/.skyhop/pids/TOKEN when asked."""
-    record = (f'mkdir -p ~/{PID_DIR} && echo $$ > ~/{PID_DIR}/{pid_token}; '
-              if pid_token else "")
-    return ("bash -c " + shlex.quote(
-        f'umask 077; f=$(mktemp) && cat > "$f" && {record}exec bash "$f" </dev/null'))
+    if not pid_token:
+        return "bash -c " + shlex.quote('umask 077; f=$(mktemp) && cat > "$f" && '
+                                        'exec bash "$f" </dev/null')
+    # The record is removed when the command ends: a stale one could name a process group
+    # that the PID's next owner (someone else's, on a pool machine) has by then.
+    path = f"~/{PID_DIR}/{pid_token}"
+    return "bash -c " + shlex.quote(
+        f'umask 077; f=$(mktemp) && cat > "$f" && mkdir -p ~/{PID_DIR} && echo $$ > {path}; '
+        f'bash "$f" </dev/null; rc=$?; rm -f {path}; exit $rc')
 
 
 def kill_command(pid_token: str, signal_name: str = "TERM") -> str:

@@ -265,15 +265,22 @@ class SSHRunner:
         if self._has_rsync():
             self._rsync(src_root, paths, dst)
             return
-        buffer = io.BytesIO()  # the changed files only; big trees go through rsync
-        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for rel in paths:
-                tar.add(src_root / rel, arcname=rel, recursive=False)
-        root = shlex.quote(self.resolve(dst))
-        code, out = self.output_of(f"mkdir -p {root} && tar -x -f - -C {root} "
-                                   "--no-same-owner", buffer.getvalue())
-        if code != 0:
-            raise UserError(f"{self.label}: copying files failed: {out.strip()}")
+        # A tar stream of the changed files, written as it is read (never whole in memory).
+        stream = self.open_process("tar -x -f - --no-same-owner", cwd=self.resolve(dst))
+        failure = None
+        try:
+            sink = io.BufferedWriter(_DrainedSink(stream), buffer_size=1 << 20)
+            with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for rel in paths:
+                    tar.add(src_root / rel, arcname=rel, recursive=False)
+            sink.flush()
+        except (OSError, UserError) as exc:  # e.g. the remote tar ended early: say why
+            failure = exc
+        stream.close()
+        out, code = stream.read_all().decode(errors="replace"), stream.wait()
+        if code != 0 or failure is not None:
+            raise UserError(f"{self.label}: copying files failed: "
+                            f"{out.strip() or failure or f'exit code {code}'}")
 
     def remove_files(self, dst: str, relative_paths: Iterable[str]) -> None:
         root = self.resolve(dst)
@@ -335,7 +342,8 @@ class SSHRunner:
             shlex.quote(target))
         lines += [f"mkdir -p {quoted} && cd {quoted} || exit 1",
                   f"mkdir -p ~/{remote.PID_DIR} && echo $$ > ~/{remote.PID_DIR}/{token}",
-                  f"exec {command}"]
+                  # (not exec: the record goes when the process ends, see remote.launcher)
+                  f"{command}; rc=$?; rm -f ~/{remote.PID_DIR}/{token}; exit $rc"]
         import base64
 
         prologue = base64.b64encode("\n".join(lines).encode()) + b"\n"
@@ -397,6 +405,26 @@ class ChannelStream:
         self._process.stdin.write(data)
         await self._process.stdin.drain()
 
+    def write_drained(self, data: bytes) -> None:
+        """Write and wait until the channel takes it (back-pressure for long streams)."""
+        try:
+            _wait(self._write_and_drain(data))
+        except Exception as exc:  # asyncssh's errors too: the channel is closed
+            raise BrokenPipeError(f"{self.label}: the remote end closed ({exc})") from None
+
+    def read_all(self) -> bytes:
+        """Everything the process writes until it exits (stderr joins stdout)."""
+        chunks = []
+        buffer = memoryview(bytearray(65536))
+        while n := self.readinto(buffer):
+            chunks.append(bytes(buffer[:n]))
+        return b"".join(chunks)
+
+    def wait(self) -> int:
+        """The process's exit status (255 when the channel gave none)."""
+        completed = _wait(self._process.wait())
+        return completed.exit_status if completed.exit_status is not None else 255
+
     def readinto(self, buffer: memoryview) -> int:
         try:
             data = _wait(self._process.stdout.read(len(buffer)))
@@ -419,6 +447,20 @@ class ChannelStream:
         _background_loop().call_soon_threadsafe(self._process.close)
         with contextlib.suppress(UserError):  # a node that is gone took its processes along
             self._runner.output_of(remote.kill_command(self._token, "KILL"))
+
+
+class _DrainedSink(io.RawIOBase):
+    """A ChannelStream as a raw binary file for io.BufferedWriter."""
+
+    def __init__(self, stream: ChannelStream):
+        self._stream = stream
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._stream.write_drained(bytes(data))
+        return len(data)
 
 
 class AgentChannel:
