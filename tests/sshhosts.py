@@ -87,7 +87,10 @@ class SSHHosts:
     def close(self) -> None:
         for address in list(self.hosts):
             self.remove(address)
-        if self._made_bridge:
+        # Another test session (a second pytest here) may have hosts on it by now.
+        users = subprocess.run(["ip", "-o", "link", "show", "master", BRIDGE],
+                               capture_output=True, text=True).stdout.strip()
+        if self._made_bridge and not users:
             subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
 
     def __enter__(self) -> SSHHosts:
