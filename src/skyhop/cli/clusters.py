@@ -147,10 +147,10 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(jobs)
             return
-        print_table([{"id": j["id"], "name": j["name"] or "-", "status": j["status"],
-                 "submitted": age(j["submitted_at"]),
-                 "duration": _duration(j), "exit": "-" if j["exit_code"] is None
-                 else j["exit_code"]} for j in jobs] or [{"jobs": "none"}])
+        rows = [{"id": j["id"], "name": j["name"] or "-", "status": j["status"],
+                 "submitted": age(j["submitted_at"]), "duration": _duration(j),
+                 "exit": "-" if j["exit_code"] is None else j["exit_code"]} for j in jobs]
+        print_table(rows or [{"jobs": "none"}])
 
     @app.command()
     def logs(
@@ -249,11 +249,11 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(rows)
             return
-        print_table([{"cluster": r["cluster"], "status": r["status"], "provider": r["provider"],
-                 "resources": f"{r['num_nodes']}x {r['instance_type']}",
-                 "$/h": f"{r['hourly_price'] * r['num_nodes']:.2f}",
-                 "hours": f"{r['hours']:.3f}", "cost": f"${r['cost']:.2f}"} for r in rows]
-               or [{"clusters": "none"}])
+        table = [{"cluster": r["cluster"], "status": r["status"], "provider": r["provider"],
+                  "resources": f"{r['num_nodes']}x {r['instance_type']}",
+                  "$/h": f"{r['hourly_price'] * r['num_nodes']:.2f}",
+                  "hours": f"{r['hours']:.3f}", "cost": f"${r['cost']:.2f}"} for r in rows]
+        print_table(table or [{"clusters": "none"}])
 
 
 def _duration(job: dict) -> str:

@@ -85,10 +85,10 @@ def queue(as_json: JsonOption = False) -> None:
         typer.echo("No managed jobs.")
         return
     print_table([{"id": j.id, "name": j.name or "-", "status": j.status,
-             "task": f"{j.task_index + 1}/{len(j.spec.get('order', [0]))}",
-             "recoveries": j.recoveries, "restarts": j.restarts,
-             "submitted": age(j.submitted_at),
-             "duration": _duration(j), "cluster": j.cluster or "-"} for j in jobs])
+                  "task": f"{j.task_index + 1}/{len(j.spec.get('order', [0]))}",
+                  "recoveries": j.recoveries, "restarts": j.restarts,
+                  "submitted": age(j.submitted_at),
+                  "duration": _duration(j), "cluster": j.cluster or "-"} for j in jobs])
 
 
 def _duration(job) -> str:
