@@ -22,6 +22,20 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+def use_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
+    """Point skyhop (this process and the CLI processes it starts) at an isolated
+    SKYHOP_HOME: its own state database and `config.yaml`, nothing from the environment."""
+    from skyhop import config
+    from skyhop.state import db
+
+    monkeypatch.setenv("SKYHOP_HOME", str(home))
+    monkeypatch.delenv("SKYHOP_DB_URL", raising=False)
+    monkeypatch.delenv("SKYHOP_CONFIG", raising=False)
+    config.reload()
+    db.engine_for.cache_clear()
+    return home
+
+
 @pytest.fixture(scope="session")
 def catalog():
     from skyhop.catalog.catalog import load_catalog

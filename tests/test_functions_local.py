@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import skyhop
-from conftest import ROOT
+from conftest import ROOT, use_home
 from skyhop.errors import UserError
 from skyhop.execute.runner import processes_marked
 from skyhop.functions.compute import VersionMismatchWarning
@@ -27,12 +27,7 @@ from skyhop.functions.errors import RemoteError, WorkerLostError
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """An isolated SKYHOP_HOME; afterwards no cluster is left and nothing runs."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("SKYHOP_HOME", str(home))
-    monkeypatch.delenv("SKYHOP_DB_URL", raising=False)
-    from skyhop.state import db
-
-    db.engine_for.cache_clear()
+    home = use_home(monkeypatch, tmp_path / "home")
     yield home
     assert clusters(home) == []
     assert processes_marked(f"{home}/") == []
@@ -59,8 +54,7 @@ def pool(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("shared") / "home"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SKYHOP_HOME", str(home))
-        db.engine_for.cache_clear()
+        use_home(patch, home)
         with skyhop.Compute(infra="local", nodes=2, env={"GREETING": "hi there"},
                             quiet=True) as compute:
             yield compute

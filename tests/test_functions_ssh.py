@@ -17,7 +17,7 @@ import pytest
 
 import skyhop
 import sshhosts
-from conftest import ROOT
+from conftest import ROOT, use_home
 from skyhop.errors import UserError
 from test_functions_local import _wait_gone, _wheel, rendezvous
 
@@ -43,14 +43,7 @@ def home(tmp_path, monkeypatch, hosts):
     pool = {"user": sshhosts.USER, "identity_file": str(hosts.client_key)}
     (home / "config.yaml").write_text(json.dumps({"ssh_pools": {
         "fn": {**pool, "hosts": POOL}, "solo": {**pool, "hosts": [SOLO]}}}))
-    monkeypatch.setenv("SKYHOP_HOME", str(home))
-    monkeypatch.delenv("SKYHOP_DB_URL", raising=False)
-    monkeypatch.delenv("SKYHOP_CONFIG", raising=False)
-    from skyhop import config
-    from skyhop.state import db
-
-    config.reload()
-    db.engine_for.cache_clear()
+    use_home(monkeypatch, home)
     yield home
     assert state(home, "SELECT name FROM clusters") == []
     assert state(home, "SELECT host_id FROM host_claims") == [], "every host is released"

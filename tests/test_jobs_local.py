@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, use_home
 from skyhop.execute.runner import processes_marked
 
 EXAMPLE = ROOT / "examples" / "managed" / "checkpoint.yaml"
@@ -21,10 +21,8 @@ EXAMPLE = ROOT / "examples" / "managed" / "checkpoint.yaml"
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    monkeypatch.setenv("SKYHOP_HOME", str(home))
+    home = use_home(monkeypatch, tmp_path / "home")
     monkeypatch.setenv("SKYHOP_JOBS_POLL_S", "0.3")
-    monkeypatch.delenv("SKYHOP_DB_URL", raising=False)
     yield home
     finish_all(home)
     assert processes_marked(f"{home}/") == []
@@ -231,10 +229,8 @@ def test_setup_failure_and_bad_input(home, tmp_path):
 
 def test_a_controller_whose_home_is_deleted_exits(tmp_path, monkeypatch):
     """Its state is gone with the home: it must not keep running on unlinked files."""
-    home = tmp_path / "gone"
-    monkeypatch.setenv("SKYHOP_HOME", str(home))
+    home = use_home(monkeypatch, tmp_path / "gone")
     monkeypatch.setenv("SKYHOP_JOBS_POLL_S", "0.3")
-    monkeypatch.delenv("SKYHOP_DB_URL", raising=False)
     assert sky("jobs", "queue").returncode == 0  # creates the home and its state
     controller = subprocess.Popen([sys.executable, "-m", "skyhop.jobs.controller"],
                                   cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

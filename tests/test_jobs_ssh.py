@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import sshhosts
+from conftest import use_home
 from test_jobs_local import FINAL, finish_all, sky, submit, wait_for
 
 pytestmark = pytest.mark.skipif(sshhosts.unavailable_reason() is not None,
@@ -34,9 +35,8 @@ def pools(tmp_path, monkeypatch):
             name: {"hosts": addresses, "user": sshhosts.USER,
                    "identity_file": str(hosts.client_key)}
             for name, addresses in POOLS.items()}}))
-        monkeypatch.setenv("SKYHOP_HOME", str(home))
+        use_home(monkeypatch, home)
         monkeypatch.setenv("SKYHOP_JOBS_POLL_S", "0.3")
-        monkeypatch.delenv("SKYHOP_DB_URL", raising=False)
         try:
             yield {"home": home, "hosts": hosts, "ckpt": ckpt}
         finally:

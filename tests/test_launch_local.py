@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, use_home
 from skyhop.execute.runner import processes_marked
 
 EXAMPLES = ROOT / "examples"
@@ -20,12 +20,7 @@ EXAMPLES = ROOT / "examples"
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """An isolated SKYHOP_HOME; afterwards every cluster is down and nothing runs."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("SKYHOP_HOME", str(home))
-    monkeypatch.delenv("SKYHOP_DB_URL", raising=False)
-    from skyhop.state import db
-
-    db.engine_for.cache_clear()
+    home = use_home(monkeypatch, tmp_path / "home")
     yield home
     for cluster in json.loads(sky("status", "--json").stdout or "[]"):
         sky("down", cluster["name"], "-y")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import sshhosts
-from conftest import ROOT
+from conftest import ROOT, use_home
 
 pytestmark = pytest.mark.skipif(sshhosts.unavailable_reason() is not None,
                                 reason=str(sshhosts.unavailable_reason()))
@@ -33,9 +33,7 @@ def home(tmp_path, monkeypatch, hosts):
     (home / "config.yaml").write_text(json.dumps({"ssh_pools": {"lab": {
         "hosts": ADDRESSES, "user": sshhosts.USER,
         "identity_file": str(hosts.client_key)}}}))
-    monkeypatch.setenv("SKYHOP_HOME", str(home))
-    monkeypatch.delenv("SKYHOP_DB_URL", raising=False)
-    monkeypatch.delenv("SKYHOP_CONFIG", raising=False)
+    use_home(monkeypatch, home)
     yield home
     for cluster in json.loads(sky("status", "--json").stdout or "[]"):
         sky("down", cluster["name"], "-y")

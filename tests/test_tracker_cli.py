@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, use_home
 from skyhop.cli.common import age
 from skyhop.state import db
 from skyhop.tracker.store import HORIZON_S, TrackerStore
@@ -21,10 +21,8 @@ GCP = Key("gcp", "us-central1", "us-central1-a", "a2-highgpu-1g", False)
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """An isolated SKYHOP_HOME (the CLI processes inherit it)."""
-    monkeypatch.setenv("SKYHOP_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("SKYHOP_DB_URL", raising=False)
+    yield use_home(monkeypatch, tmp_path / "home")
     db.engine_for.cache_clear()
-    yield tmp_path / "home"
     db.engine_for.cache_clear()
 
 
