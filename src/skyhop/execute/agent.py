@@ -262,19 +262,17 @@ class Agent:
         """Stop or tear down the cluster: through the normal CLI path, detached from us, or,
         with a shutdown command (a cloud's nodes), by shutting every node down, this one
         last."""
-        command = self.autostop.get("command")
-        if command:
-            self.autostop = {}  # once
-            threading.Thread(target=self._shut_down_nodes, args=(command,), daemon=True,
-                             name="autostop").start()
+        setting, self.autostop = self.autostop, {}  # once
+        if setting.get("command"):
+            threading.Thread(target=self._shut_down_nodes, args=(setting["command"],),
+                             daemon=True, name="autostop").start()
             return
-        action = "down" if self.autostop.get("down") else "stop"
+        action = "down" if setting.get("down") else "stop"
         env = {k: v for k, v in os.environ.items() if k != NODE_MARKER}
         with open(self.dir / "autostop.log", "ab") as log:
             subprocess.Popen([sys.executable, "-m", "skyhop.cli.main", action, self.name,
                               "--yes"], env=env, stdin=subprocess.DEVNULL, stdout=log,
                              stderr=log, start_new_session=True)
-        self.autostop = {}  # once
 
     def _shut_down_nodes(self, command: str) -> None:
         with open(self.dir / "autostop.log", "a") as log:
