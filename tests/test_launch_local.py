@@ -433,3 +433,10 @@ def test_autostop_from_the_task_file_and_from_launch_flags(home, tmp_path):
             and time.monotonic() < deadline:
         time.sleep(0.2)
     assert status("tf") is None and status("fl")["status"] == "STOPPED"
+
+
+def test_a_negative_autostop_is_refused_before_anything_runs(home):
+    result = sky("launch", "echo should not run", "-c", "neg", "-i", "-5")
+    assert result.returncode == 2 and "must be >= 0" in result.stderr
+    assert "should not run" not in result.stdout and "Traceback" not in result.stderr
+    assert status("neg") is None

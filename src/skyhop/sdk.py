@@ -77,6 +77,12 @@ def launch(task: Task | Dag | str | Path, cluster_name: str | None = None, *,
     With `down`, clusters are taken down once their task ends: by this process, or, with
     `idle_minutes_to_autostop`, by the cluster itself after that many idle minutes (which
     without `down` stops it instead; either overrides the task's `resources.autostop`)."""
+    autostop = None
+    if idle_minutes_to_autostop is not None:  # checked before anything is spent
+        if idle_minutes_to_autostop < 0:
+            raise UserError(f"idle minutes to autostop must be >= 0, not "
+                            f"{idle_minutes_to_autostop}", hint="e.g. -i 30")
+        autostop = Autostop(idle_minutes=idle_minutes_to_autostop, down=down)
     dag = with_infra(load(task), infra)
     launcher = Launcher(reporter=reporter or PlainReporter())
     existing = _reusable(launcher, dag, cluster_name)
@@ -93,8 +99,6 @@ def launch(task: Task | Dag | str | Path, cluster_name: str | None = None, *,
     if len(dag) > 1 and detach:
         raise UserError("a pipeline cannot be detached yet",
                         hint="launch it without -d, or use managed jobs when they land")
-    autostop = (None if idle_minutes_to_autostop is None
-                else Autostop(idle_minutes=idle_minutes_to_autostop, down=down))
     base = cluster_name or new_cluster_name()
     result: LaunchResult | None = None
     for index in dag.order:
