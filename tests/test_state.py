@@ -2,6 +2,7 @@
 
 import multiprocessing
 import os
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine
@@ -88,6 +89,37 @@ def test_concurrent_processes_reserve_a_name_once(tmp_path):
     results = sorted(queue.get(timeout=5) for _ in procs)
     assert results == [False, False, False, True]
     assert all(p.exitcode == 0 for p in procs)
+
+
+def _open_new_databases(urls: list[str], barrier, queue) -> None:  # in a child process
+    for url in urls:
+        engine = db.create(url)
+        barrier.wait()  # every process opens the same new file at the same instant
+        try:
+            ClusterStore(db.prepare(engine)).reserve(f"c{os.getpid()}", provider="local",
+                                                     num_nodes=1, hourly_price=0)
+            queue.put(None)
+        except Exception as exc:
+            queue.put(f"{url}: {exc}")
+
+
+def test_processes_opening_a_new_database_together_all_succeed(tmp_path):
+    # Two CLIs on a new home once failed with "database is locked": SQLite refuses, without
+    # waiting, a second concurrent switch of a new file to WAL mode.
+    urls = [f"sqlite:///{tmp_path / f'state{i}.db'}" for i in range(40)]
+    ctx = multiprocessing.get_context("spawn")
+    barrier, queue = ctx.Barrier(6), ctx.Queue()
+    procs = [ctx.Process(target=_open_new_databases, args=(urls, barrier, queue))
+             for _ in range(6)]
+    for p in procs:
+        p.start()
+    errors = [queue.get(timeout=60) for _ in range(len(procs) * len(urls))]
+    for p in procs:
+        p.join(60)
+    assert [e for e in errors if e] == []
+    for url in urls:
+        path = Path(url.removeprefix("sqlite:///"))
+        assert db._is_wal(path) and len(list_clusters(path)) == len(procs)
 
 
 def test_bad_database_url_is_a_clear_error(monkeypatch):

@@ -25,7 +25,6 @@ _lock = threading.Lock()
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
     # With WAL, NORMAL survives any process crash (only a power loss may drop the last
     # commits) and saves an fsync per commit: https://sqlite.org/pragma.html#pragma_synchronous
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -59,12 +58,19 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+def _sqlite_file(engine: Engine) -> str | None:
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return database
+
+
 @contextlib.contextmanager
 def _migration_lock(engine: Engine) -> Iterator[None]:
     """Two processes migrating one SQLite file at once: the second waits, then finds the
     schema current."""
-    database = engine.url.database
-    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+    database = _sqlite_file(engine)
+    if database is None:
         yield
         return
     with open(f"{database}.migrate.lock", "a") as lock:
@@ -72,20 +78,52 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
         yield
 
 
-@functools.lru_cache(maxsize=4)
-def engine_for(url: str) -> Engine:
+def _is_wal(database: str) -> bool:
+    """Bytes 18-19 of an SQLite file are 2, 2 once it is in WAL mode:
+    https://sqlite.org/fileformat2.html#file_format_version_numbers"""
+    try:
+        with open(database, "rb") as file:
+            return file.read(20)[18:20] == b"\x02\x02"
+    except FileNotFoundError:
+        return False
+
+
+def ensure_wal(engine: Engine) -> None:
+    """Put the SQLite file in WAL mode (readers never block the writer), once.
+
+    The mode is stored in the file. Switching needs an exclusive lock, and SQLite answers
+    "database is locked" at once, without waiting out busy_timeout, when two processes
+    switch together (two CLIs on a new home did), so switches take the migration lock."""
+    database = _sqlite_file(engine)
+    if database is None or _is_wal(database):
+        return
+    import sqlite3
+
+    with _migration_lock(engine):
+        if not _is_wal(database):  # another process may have switched it while we waited
+            with contextlib.closing(sqlite3.connect(database, timeout=30)) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+
+
+def create(url: str) -> Engine:
+    """An engine for `url`, not yet connected."""
     try:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
-        else:
-            engine = create_engine(url, pool_pre_ping=True)
+            return engine
+        return create_engine(url, pool_pre_ping=True)
     except Exception as exc:  # bad URL, missing driver
         raise UserError(f"cannot use the state database {url!r}: {exc}",
                         hint="check SKYHOP_DB_URL (e.g. postgresql+psycopg://user@host/db)"
                         ) from None
+
+
+def prepare(engine: Engine) -> Engine:
+    """Make the database ready to use: WAL mode for SQLite, the newest schema."""
     try:
         with _lock:
+            ensure_wal(engine)
             migrate(engine)
     except Exception as exc:
         if isinstance(exc, UserError):
@@ -94,6 +132,11 @@ def engine_for(url: str) -> Engine:
                         hint="check SKYHOP_DB_URL / SKYHOP_HOME and that the server is up"
                         ) from None
     return engine
+
+
+@functools.lru_cache(maxsize=4)
+def engine_for(url: str) -> Engine:
+    return prepare(create(url))
 
 
 def engine() -> Engine:
