@@ -222,6 +222,36 @@ def test_autostop_down_is_enforced_by_the_cluster(home):
     assert processes_marked(f"{home}/local/auto/") == []
 
 
+def test_autostop_waiting_for_nothing_stops_a_busy_cluster(home):
+    """`--wait-for none`: stop that long after autostop is set, even with a job running
+    (a hard limit); the default would wait for the job."""
+    assert sky("launch", "-d", "sleep 600", "-c", "cap").returncode == 0
+    assert sky("autostop", "cap", "-i", "0", "--wait-for", "bogus").returncode == 2
+    assert sky("autostop", "cap", "-i", "0", "--wait-for", "none").returncode == 0
+    deadline = time.monotonic() + 30
+    while status("cap")["status"] != "STOPPED" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert status("cap")["status"] == "STOPPED"
+    assert sky("down", "cap", "-y").returncode == 0
+    assert processes_marked(f"{home}/local/cap/") == []
+
+
+def test_stop_start_down_take_patterns_and_all(home):
+    for name in ("dev-1", "dev-2", "prod"):
+        assert sky("launch", "true", "-c", name).returncode == 0
+    missing = sky("stop", "dev-*", "nope-*")
+    assert missing.returncode == 2 and "no cluster matches 'nope-*'" in missing.stderr
+    assert status("dev-1")["status"] == "UP"  # refused before anything was done
+    assert sky("stop", "dev-*").returncode == 0
+    assert [status(n)["status"] for n in ("dev-1", "dev-2", "prod")] == ["STOPPED", "STOPPED",
+                                                                          "UP"]
+    assert sky("start", "--all").returncode == 0
+    assert status("dev-2")["status"] == "UP"
+    assert sky("down", "-a", "-y").returncode == 0
+    assert json.loads(sky("status", "--json").stdout) == []
+    assert processes_marked(f"{home}/local/") == []
+
+
 def test_cost_report_uses_recorded_prices(home):
     assert sky("launch", "true", "-c", "cr").returncode == 0
     sky("down", "cr", "-y")
@@ -421,8 +451,9 @@ def test_utf8_boundary_holds_back_only_a_split_character():
 def test_autostop_from_the_task_file_and_from_launch_flags(home, tmp_path):
     """SkyPilot's `resources.autostop` and `launch -i N [--down]` arm the cluster's agent
     once the job is queued: the job still runs whole, then the cluster stops or goes."""
+    # The job outlives the time a stop takes to start (it once did not wait for the job).
     task = write(tmp_path / "t.yaml", "resources:\n  autostop: {idle_minutes: 0, down: true}\n"
-                                      "run: sleep 1; echo finished\n")
+                                      "run: sleep 4; echo finished\n")
     result = sky("launch", str(task), "-c", "tf")
     assert result.returncode == 0 and "finished" in result.stdout, result.stderr
     assert "down after 0 idle min" in result.stderr

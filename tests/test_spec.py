@@ -124,18 +124,19 @@ def test_skypilot_reference_task_parses_unchanged():
 
 
 @pytest.mark.parametrize("written, expected", [
-    ("true", (5, False)), ("false", None), ("10", (10, False)), ("10m", (10, False)),
-    ("'1h'", (60, False)), ("0", (0, False)), ("{idle_minutes: 3}", (3, False)),
-    ("{idle_minutes: 2h, down: true, wait_for: jobs}", (120, True))])
+    ("true", (5, False, "jobs_and_ssh")), ("false", None), ("10", (10, False, "jobs_and_ssh")),
+    ("10m", (10, False, "jobs_and_ssh")), ("'1h'", (60, False, "jobs_and_ssh")),
+    ("0", (0, False, "jobs_and_ssh")), ("{idle_minutes: 3}", (3, False, "jobs_and_ssh")),
+    ("{idle_minutes: 2h, down: true, wait_for: jobs}", (120, True, "jobs")),
+    ("{wait_for: none}", (5, False, "none"))])
 def test_autostop_takes_skypilots_forms(written, expected):
-    r = parse_dag(f"resources:\n  autostop: {written}\nrun: x\n").tasks[0].resources
-    assert (None if r.autostop is None else (r.autostop.idle_minutes, r.autostop.down)) \
-        == expected
+    a = parse_dag(f"resources:\n  autostop: {written}\nrun: x\n").tasks[0].resources.autostop
+    assert (None if a is None else (a.idle_minutes, a.down, a.wait_for)) == expected
 
 
 @pytest.mark.parametrize("written, message", [
     ("banana", "is not an idle time"), ("-3", ">= 0"), ("{hook: 'git push'}", "hooks"),
-    ("{wait_for: none}", "wait_for 'none'"), ("{idle: 3}", "unknown autostop field"),
+    ("{wait_for: ssh}", "wait_for 'ssh' is not one of"), ("{idle: 3}", "unknown autostop field"),
     ("{down: maybe}", "down must be true or false")])
 def test_bad_autostop_says_where_and_how(written, message):
     with pytest.raises(SpecError) as err:

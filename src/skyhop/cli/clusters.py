@@ -25,6 +25,9 @@ ClusterOption = Annotated[str | None, typer.Option(
 DetachOption = Annotated[bool, typer.Option("--detach", "-d",
                                             help="Return once the job is queued.")]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+ClustersArgument = Annotated[list[str] | None, typer.Argument(
+    help="Cluster names or shell patterns ('dev-*').", show_default=False)]
+AllOption = Annotated[bool, typer.Option("--all", "-a", help="Every cluster.")]
 
 
 class RichReporter:
@@ -183,17 +186,17 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"cancelled: {', '.join(map(str, cancelled)) or 'nothing to cancel'}")
 
     @app.command()
-    def down(
-        clusters: Annotated[list[str], typer.Argument(help="Cluster names.")],
-        yes: YesOption = False,
-    ) -> None:
+    def down(clusters: ClustersArgument = None, all_: AllOption = False,
+             yes: YesOption = False) -> None:
         """Terminate clusters and everything on them."""
         from skyhop.execute.launcher import Launcher
         from skyhop.execute.operations import Operations
 
         ops = Operations(Launcher(reporter=RichReporter()))
-        for name in clusters:
-            ops.get(name)
+        clusters = ops.select(clusters or [], all_)
+        if not clusters:
+            typer.echo("no clusters", err=True)
+            return
         if not yes and sys.stdin.isatty() and not typer.confirm(
                 f"Terminate {', '.join(clusters)}?", default=True):
             raise typer.Abort()
@@ -201,23 +204,24 @@ def register(app: typer.Typer) -> None:
             ops.down(name)
 
     @app.command()
-    def stop(clusters: Annotated[list[str], typer.Argument()], yes: YesOption = False) -> None:
+    def stop(clusters: ClustersArgument = None, all_: AllOption = False,
+             yes: YesOption = False) -> None:
         """Stop clusters (kept, not billed for compute; `start` resumes them)."""
         from skyhop.execute.launcher import Launcher
         from skyhop.execute.operations import Operations
 
         ops = Operations(Launcher(reporter=RichReporter()))
-        for name in clusters:
+        for name in ops.select(clusters or [], all_, status="UP"):
             ops.stop(name)
 
     @app.command()
-    def start(clusters: Annotated[list[str], typer.Argument()]) -> None:
+    def start(clusters: ClustersArgument = None, all_: AllOption = False) -> None:
         """Start stopped clusters."""
         from skyhop.execute.launcher import Launcher
         from skyhop.execute.operations import Operations
 
         ops = Operations(Launcher(reporter=RichReporter()))
-        for name in clusters:
+        for name in ops.select(clusters or [], all_, status="STOPPED"):
             ops.start(name)
 
     @app.command()
@@ -229,13 +233,16 @@ def register(app: typer.Typer) -> None:
                         ] = False,
         cancel: Annotated[bool, typer.Option("--cancel", help="Turn autostop off.")
                           ] = False,
+        wait_for: Annotated[str, typer.Option(
+            "--wait-for", help="What keeps it busy: jobs_and_ssh (jobs and interactive SSH "
+            "sessions), jobs, or none (stop that long from now).")] = "jobs_and_ssh",
     ) -> None:
         """Stop (or take down) a cluster once it has been idle, enforced on the cluster."""
         from skyhop.execute.operations import Operations
 
         if idle_minutes is None and not cancel:
             raise UserError("give -i/--idle-minutes MIN, or --cancel")
-        Operations().autostop(cluster, None if cancel else idle_minutes, down)
+        Operations().autostop(cluster, None if cancel else idle_minutes, down, wait_for)
         typer.echo("autostop off" if cancel else
                    f"{cluster} will {'go down' if down else 'stop'} after {idle_minutes} "
                    "idle minute(s)")

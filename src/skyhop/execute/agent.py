@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from skyhop.execute.runner import NODE_MARKER, LocalRunner, Runner
+from skyhop.execute.sessions import interactive_ssh_sessions
 
 PENDING, RUNNING = "PENDING", "RUNNING"
 SUCCEEDED, FAILED, CANCELLED = "SUCCEEDED", "FAILED", "CANCELLED"
@@ -89,6 +90,7 @@ class Agent:
         self.last_active = time.time()
         self.followers = 0  # clients following a job's output now
         self.autostop: dict[str, Any] = info.get("autostop") or {}
+        self.autostop_armed_at = time.time()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.changed = asyncio.Event()
         # Jobs left RUNNING by a previous agent died with it (their nodes were stopped).
@@ -248,15 +250,35 @@ class Agent:
             waiter.set()
 
     # -- autostop ------------------------------------------------------------------------
-    def idle_for(self) -> float:
+    def _busy(self) -> bool:
+        """Busy as autostop's `wait_for` counts: `jobs_and_ssh` (the default, as SkyPilot's)
+        waits for jobs, followed logs and interactive SSH sessions; `jobs` for jobs and
+        followed logs; `none` for nothing (it stops that long after being armed)."""
+        wait_for = self.autostop.get("wait_for") or "jobs_and_ssh"
+        if wait_for == "none":
+            return False
         if self.running or self.followers or self._sql(
                 "SELECT 1 FROM jobs WHERE status=? LIMIT 1", (PENDING,)):
-            return 0.0
-        return time.time() - self.last_active
+            return True
+        # ~5 ms per scan of ~200 processes, once a second at most (the serve loop's tick)
+        if wait_for == "jobs_and_ssh" and interactive_ssh_sessions():
+            self.last_active = time.time()  # idle time counts from the session's end
+            return True
+        return False
+
+    def _idle_since(self) -> float:
+        none = self.autostop.get("wait_for") == "none"
+        return self.autostop_armed_at if none else self.last_active
+
+    def idle_for(self) -> float:
+        """Seconds idle; 0 while busy."""
+        return 0.0 if self._busy() else time.time() - self._idle_since()
 
     def _autostop_due(self) -> bool:
+        # Not `idle_for() >= minutes`: with 0 minutes a busy cluster (0 s idle) would be due.
         minutes = self.autostop.get("idle_minutes")
-        return minutes is not None and self.idle_for() >= float(minutes) * 60
+        return (minutes is not None and not self._busy()
+                and time.time() - self._idle_since() >= float(minutes) * 60)
 
     def _trigger_autostop(self) -> None:
         """Stop or tear down the cluster: through the normal CLI path, detached from us, or,
@@ -320,8 +342,9 @@ class Agent:
             if op == "autostop":
                 self.autostop = {"idle_minutes": request.get("idle_minutes"),
                                  "down": bool(request.get("down")),
+                                 "wait_for": request.get("wait_for"),
                                  "command": request.get("command")}
-                self.last_active = time.time()
+                self.last_active = self.autostop_armed_at = time.time()
                 return {"ok": True}
             if op == "shutdown":
                 self.cancel(None)

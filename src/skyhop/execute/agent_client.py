@@ -86,10 +86,12 @@ class AgentClient:
         return self.call("cancel", job_ids=job_ids)["cancelled"]
 
     def set_autostop(self, idle_minutes: int | None, down: bool,
-                     command: str | None = None) -> None:
+                     command: str | None = None, wait_for: str = "jobs_and_ssh") -> None:
         """`command`: what each node runs to shut itself down (None: `skyhop stop|down`
-        on the head, which must hold skyhop's state: the local provider)."""
-        self.call("autostop", idle_minutes=idle_minutes, down=down, command=command)
+        on the head, which must hold skyhop's state: the local provider). `wait_for`: what
+        counts as activity."""
+        self.call("autostop", idle_minutes=idle_minutes, down=down, command=command,
+                  wait_for=wait_for)
 
     def shutdown(self) -> None:
         self.call("shutdown")

@@ -24,6 +24,7 @@ from skyhop.execute.ssh_runner import SSHRunner
 from skyhop.provision import registry
 from skyhop.provision.base import Instance
 from skyhop.spec.dag import Dag
+from skyhop.spec.fields import AUTOSTOP_WAIT_FOR
 from skyhop.spec.task import Task
 from skyhop.state.clusters import ClusterStore
 from skyhop.state.records import INIT, STOPPED, UP, ClusterRecord, Node
@@ -208,6 +209,7 @@ class Launcher:
                 "cpus_per_node": (record.resources or {}).get("vcpus") or 1,
                 "autostop": ({"idle_minutes": record.autostop_minutes,
                               "down": record.autostop_down,
+                              "wait_for": record.handle.get("autostop_wait_for"),
                               "command": record.handle.get("autostop_command")}
                              if record.autostop_minutes is not None else None)}
         info_path = f"{agent_dir}/cluster.json"
@@ -433,27 +435,34 @@ class Launcher:
         if code != 0:
             self.reporter.stage("setup", f"failed with exit code {code}")
             if autostop is not None:
-                self.set_autostop(record, autostop.idle_minutes, autostop.down)
+                self.set_autostop(record, autostop.idle_minutes, autostop.down,
+                                  autostop.wait_for)
             return LaunchResult(name, None, code, placement)
         if autostop is None:
             result = self.submit(record, task, envs, secret_values, detach)
         else:  # queue the job, arm autostop, then follow the job's output
             result = self.submit(record, task, envs, secret_values, True)
-            self.set_autostop(record, autostop.idle_minutes, autostop.down)
+            self.set_autostop(record, autostop.idle_minutes, autostop.down, autostop.wait_for)
             if not detach:
                 result = self.follow(record, result.job_id)
         result.placement = placement
         return result
 
     def set_autostop(self, record: ClusterRecord, idle_minutes: int | None,
-                     down: bool) -> None:
+                     down: bool, wait_for: str = "jobs_and_ssh") -> None:
         """Arm (with None: disarm) autostop; the cluster's agent enforces it, so it works
         after the client exits. On the local machine the agent runs `skyhop stop|down`;
         elsewhere the head has neither skyhop's state nor credentials, so the provider arms
-        the nodes to stop (or terminate) on their own OS shutdown, which the agent runs."""
+        the nodes to stop (or terminate) on their own OS shutdown, which the agent runs.
+        `wait_for`: what counts as activity (`fields.AUTOSTOP_WAIT_FOR`)."""
         if idle_minutes is not None and idle_minutes < 0:
             raise UserError("autostop idle minutes must be >= 0")
+        if wait_for not in AUTOSTOP_WAIT_FOR:
+            raise UserError(f"autostop wait_for {wait_for!r} is not one of "
+                            f"{', '.join(AUTOSTOP_WAIT_FOR)}")
         command = None
+        if record.provider == "local" and wait_for == "jobs_and_ssh":
+            wait_for = "jobs"  # the user's own SSH sessions into this machine are not the cluster's
         if record.provider != "local":
             provider = registry.get(record.provider)
             arm = getattr(provider, "arm_autostop", None)
@@ -466,8 +475,9 @@ class Launcher:
                 command = arm(record.name, provider.instances(record.name),
                               None if idle_minutes is None else down)
         self.store.update(record.name, autostop_minutes=idle_minutes, autostop_down=down,
-                          handle={**record.handle, "autostop_command": command})
-        self.agent(record).set_autostop(idle_minutes, down, command)
+                          handle={**record.handle, "autostop_command": command,
+                                  "autostop_wait_for": wait_for})
+        self.agent(record).set_autostop(idle_minutes, down, command, wait_for)
         if idle_minutes is not None:
             self.reporter.stage("autostop", f"{record.name}: "
                                 f"{'down' if down else 'stop'} after {idle_minutes} idle min")

@@ -4,6 +4,7 @@ cost report."""
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,26 @@ class Operations:
                             hint=f"clusters: {', '.join(known)}" if known else
                             "there are no clusters; `skyhop launch` makes one")
         return record
+
+    def select(self, names: list[str], everything: bool = False,
+               status: str | None = None) -> list[str]:
+        """Clusters by name or shell pattern (`'dev-*'`), or with `everything` all of them
+        (in `status`, if given). Unknown names are an error before anything is done."""
+        records = self.store.list()
+        if everything:
+            return [r.name for r in records if status is None or r.status == status]
+        if not names:
+            raise UserError("name the clusters, or give --all", hint="see `skyhop status`")
+        chosen: list[str] = []
+        for name in names:
+            if any(ch in name for ch in "*?["):
+                matched = [r.name for r in records if fnmatch.fnmatchcase(r.name, name)]
+                if not matched:
+                    raise UserError(f"no cluster matches {name!r}", hint="see `skyhop status`")
+            else:
+                matched = [self.get(name).name]
+            chosen += [m for m in matched if m not in chosen]
+        return chosen
 
     def down(self, name: str) -> None:
         self.get(name)
@@ -65,8 +86,9 @@ class Operations:
                             hint=f"skyhop start {name}")
         return record
 
-    def autostop(self, name: str, idle_minutes: int | None, down: bool) -> None:
-        self.launcher.set_autostop(self._up(name), idle_minutes, down)
+    def autostop(self, name: str, idle_minutes: int | None, down: bool,
+                 wait_for: str = "jobs_and_ssh") -> None:
+        self.launcher.set_autostop(self._up(name), idle_minutes, down, wait_for)
 
     def queue(self, name: str) -> list[dict[str, Any]]:
         return self.launcher.agent(self._up(name)).queue()

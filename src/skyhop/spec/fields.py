@@ -224,7 +224,9 @@ def parse_hours(value: Any, *, default_unit: str = "h") -> float:
 # SkyPilot's default for `autostop: true`:
 # https://docs.skypilot.co/en/latest/reference/auto-stop.html
 DEFAULT_AUTOSTOP_MINUTES = 5
-_AUTOSTOP_WAIT_FOR = ("jobs_and_ssh", "jobs")  # skyhop's agent counts jobs (not SSH sessions)
+# What resets the idle timer, as SkyPilot's `wait_for`: jobs and interactive SSH sessions,
+# jobs only, or nothing (stop that long after autostop is set).
+AUTOSTOP_WAIT_FOR = ("jobs_and_ssh", "jobs", "none")
 
 
 def parse_autostop(value: Any) -> dict[str, Any] | None:
@@ -233,9 +235,9 @@ def parse_autostop(value: Any) -> dict[str, Any] | None:
     if value is None or value is False:
         return None
     if value is True:
-        return {"idle_minutes": DEFAULT_AUTOSTOP_MINUTES, "down": False}
+        return {"idle_minutes": DEFAULT_AUTOSTOP_MINUTES}
     if not isinstance(value, dict):
-        return {"idle_minutes": _idle_minutes(value), "down": False}
+        return {"idle_minutes": _idle_minutes(value)}
     unknown = sorted(set(value) - {"idle_minutes", "down", "wait_for"})
     if {"hook", "hook_timeout"} & set(unknown):
         raise ValueError("autostop hooks are not supported yet: end `run` with that step "
@@ -244,16 +246,15 @@ def parse_autostop(value: Any) -> dict[str, Any] | None:
         raise ValueError(f"unknown autostop field(s) {', '.join(unknown)}; expected "
                          "idle_minutes, down, wait_for")
     wait_for = value.get("wait_for", "jobs_and_ssh")
-    if wait_for not in _AUTOSTOP_WAIT_FOR:
-        raise ValueError(f"autostop wait_for {wait_for!r} is not supported; use one of "
-                         f"{', '.join(_AUTOSTOP_WAIT_FOR)} (idle means no job pending or "
-                         "running)")
+    if wait_for not in AUTOSTOP_WAIT_FOR:
+        raise ValueError(f"autostop wait_for {wait_for!r} is not one of "
+                         f"{', '.join(AUTOSTOP_WAIT_FOR)}")
     down = value.get("down", False)
     if not isinstance(down, bool):
         raise ValueError("autostop down must be true or false")
     return {"idle_minutes": _idle_minutes(value.get("idle_minutes",
                                                     DEFAULT_AUTOSTOP_MINUTES)),
-            "down": down}
+            "down": down, "wait_for": wait_for}
 
 
 def _idle_minutes(value: Any) -> int:

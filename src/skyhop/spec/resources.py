@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
@@ -40,10 +40,12 @@ class SpecModel(BaseModel):
 
 
 class Autostop(SpecModel):
-    """Stop (or, with `down`, tear down) the cluster after this many idle minutes."""
+    """Stop (or, with `down`, tear down) the cluster after this many idle minutes; what
+    counts as activity is `wait_for` (see `fields.AUTOSTOP_WAIT_FOR`)."""
 
     idle_minutes: int
     down: bool = False
+    wait_for: Literal["jobs_and_ssh", "jobs", "none"] = "jobs_and_ssh"
 
 
 class Resources(SpecModel):
