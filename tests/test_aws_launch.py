@@ -397,28 +397,31 @@ def test_autostop_down_terminates_and_refresh_forgets_the_cluster(aws, tmp_path)
 
 
 def test_an_interactive_ssh_session_keeps_the_cluster_up(aws, tmp_path):
-    """`wait_for: jobs_and_ssh` (the default): someone logged in on the head (a terminal
-    under its sshd) is activity; `--wait-for jobs` stops it all the same."""
+    """`skyhop ssh` logs in with skyhop's key. `wait_for: jobs_and_ssh` (the default):
+    someone logged in on the head (a terminal under its sshd) is activity; `--wait-for
+    jobs` stops it all the same."""
     task = tmp_path / "task.yaml"
-    task.write_text(TASK)
+    task.write_text(TASK.replace("name: hello-aws", "name: hello-aws\nnum_nodes: 2"))
     assert sky("launch", str(task), "-c", "busy").returncode == 0
     [cluster] = json.loads(sky("status", "--json").stdout)
-    head = cluster["nodes"][0]["address"]
+    on_worker = sky("ssh", "busy", "--node", "1", "--", "hostname -I")
+    assert on_worker.returncode == 0, on_worker.stderr
+    assert cluster["nodes"][1]["address"] in on_worker.stdout.split()
+    assert sky("ssh", "busy", "--", "exit 3").returncode == 3
     session = subprocess.Popen(
-        ["ssh", "-tt", "-i", str(aws["hosts"].client_key), "-o", "BatchMode=yes",
-         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-         f"{sshhosts.USER}@{head}", "echo logged-in; sleep 600"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        [sys.executable, "-m", "skyhop.cli.main", "ssh", "busy", "--tty", "--",
+         "echo logged-in; sleep 600"], cwd=ROOT, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert "logged-in" in session.stdout.readline()
         assert sky("autostop", "busy", "-i", "0").returncode == 0
         # Idle at once (0 minutes) but for the session: the agent checks every second, so
         # without it the node would be shutting down well within this wait.
         time.sleep(6)
-        assert _states(aws["ec2"], "busy") == ["running"]
+        assert _states(aws["ec2"], "busy") == ["running", "running"]
         result = sky("autostop", "busy", "-i", "0", "--wait-for", "jobs")
         assert result.returncode == 0, result.stderr
-        _wait_states(aws["ec2"], "busy", ["stopped"])
+        _wait_states(aws["ec2"], "busy", ["stopped", "stopped"])
     finally:
         session.kill()
         session.wait()

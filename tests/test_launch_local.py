@@ -252,6 +252,17 @@ def test_stop_start_down_take_patterns_and_all(home):
     assert processes_marked(f"{home}/local/") == []
 
 
+def test_ssh_into_a_local_node_is_a_shell_in_its_folder(home):
+    assert sky("launch", "true", "-c", "sh1").returncode == 0
+    where = sky("ssh", "sh1", "--", "pwd")
+    assert where.returncode == 0, where.stderr
+    assert where.stdout.split()[0] == str(home / "local" / "sh1" / "node-0")
+    assert sky("ssh", "sh1", "--", "exit 4").returncode == 4
+    wrong = sky("ssh", "sh1", "--node", "2")
+    assert wrong.returncode == 2 and "nodes 0..0, not 2" in wrong.stderr
+    assert sky("down", "sh1", "-y").returncode == 0
+
+
 def test_cost_report_uses_recorded_prices(home):
     assert sky("launch", "true", "-c", "cr").returncode == 0
     sky("down", "cr", "-y")

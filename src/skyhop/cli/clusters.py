@@ -1,5 +1,5 @@
 """CLI commands for clusters and jobs: launch, exec, status, queue, logs, cancel, stop,
-start, down, autostop, cost-report. Thin: parse, call the library, print."""
+start, down, autostop, ssh, cost-report. Thin: parse, call the library, print."""
 
 from __future__ import annotations
 
@@ -94,6 +94,28 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"job {result.job_id} queued on {result.cluster}; "
                        f"`skyhop logs {result.cluster} {result.job_id} --follow`", err=True)
         _exit_with(result.exit_code)
+
+    @app.command()
+    def ssh(
+        cluster: Annotated[str, typer.Argument(help="A cluster that is UP.")],
+        command: Annotated[list[str] | None, typer.Argument(
+            help="Run this instead of a login shell (put it after --).",
+            show_default=False)] = None,
+        node: Annotated[int, typer.Option("--node", "-n", help="Node rank (0: the head).")
+                        ] = 0,
+        tty: Annotated[bool, typer.Option("--tty", "-t", help="A terminal for COMMAND too.")
+                       ] = False,
+    ) -> None:
+        """Log in to a node of a cluster (the head by default) with skyhop's key."""
+        import os
+
+        from skyhop.execute.operations import Operations
+
+        argv, cwd = Operations().login(cluster, node, command or [], tty)
+        if cwd:
+            os.chdir(cwd)
+        sys.stdout.flush()
+        os.execvp(argv[0], argv)
 
     @app.command("exec")
     def exec_(

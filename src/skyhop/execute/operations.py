@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import os
+import shlex
 import time
 from collections.abc import Callable
 from typing import Any
@@ -99,6 +101,24 @@ class Operations:
     def logs(self, name: str, job_id: int | None, follow: bool,
              output: Callable[[str], None]) -> dict[str, Any]:
         return self.launcher.agent(self._up(name)).logs(job_id, follow, output)
+
+    def login(self, name: str, rank: int, command: list[str],
+              tty: bool) -> tuple[list[str], str | None]:
+        """(argv, working directory) that logs in to a node, or runs `command` there: OpenSSH
+        with skyhop's key and trusted host keys; a shell in the node's folder for a local
+        node. With `tty` (or no command), a terminal, which autostop counts as activity."""
+        from skyhop.execute.ssh_runner import SSHRunner
+
+        record = self._up(name)
+        if not 0 <= rank < record.num_nodes:
+            raise UserError(f"cluster {name!r} has nodes 0..{record.num_nodes - 1}, not {rank}")
+        runner = self.launcher.runners(record)[rank]
+        line = shlex.join(command) if len(command) > 1 else "".join(command)
+        if isinstance(runner, SSHRunner):
+            return [*runner.ssh_argv(), *(["-tt"] if tty else []),
+                    f"{runner.user}@{runner.host}", *([line] if line else [])], None
+        shell = os.environ.get("SHELL") or "/bin/sh"
+        return ([shell, "-c", line] if line else [shell]), runner.home
 
 
 def cost_report(store: Any = None) -> list[dict[str, Any]]:

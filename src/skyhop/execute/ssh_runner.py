@@ -293,12 +293,17 @@ class SSHRunner:
             return False
         return self.output_of("command -v rsync >/dev/null")[0] == 0
 
+    def ssh_argv(self) -> list[str]:
+        """OpenSSH's `ssh` to this node with the same key and trusted host keys (append
+        the destination, `self.user@self.host`, after any options)."""
+        return ["ssh", "-i", self.key_path, "-p", str(self.port), "-o", "LogLevel=ERROR",
+                "-o", "StrictHostKeyChecking=accept-new",
+                "-o", f"UserKnownHostsFile={self._openssh_known_hosts()}"]
+
     def _rsync(self, src_root: Path, paths: list[str], dst: str) -> None:
         import subprocess
 
-        ssh = (f"ssh -i {shlex.quote(self.key_path)} -p {self.port} -o BatchMode=yes "
-               "-o LogLevel=ERROR -o StrictHostKeyChecking=accept-new -o "
-               f"UserKnownHostsFile={shlex.quote(str(self._rsync_known_hosts()))}")
+        ssh = shlex.join([*self.ssh_argv(), "-o", "BatchMode=yes"])
         target = f"{self.user}@{self.host}:{self.resolve(dst)}/"
         self.output_of(f"mkdir -p {shlex.quote(self.resolve(dst))}")
         result = subprocess.run(["rsync", "-a", "--files-from=-", "--from0", "-e", ssh,
@@ -308,8 +313,8 @@ class SSHRunner:
             raise UserError(f"{self.label}: rsync failed: "
                             f"{result.stderr.decode(errors='replace').strip()}")
 
-    def _rsync_known_hosts(self) -> Path:
-        """rsync runs OpenSSH: give it the keys this runner already trusts."""
+    def _openssh_known_hosts(self) -> Path:
+        """For OpenSSH (rsync, `skyhop ssh`): the host keys this runner already trusts."""
         if self.known_hosts is not None:
             return self.known_hosts
         from skyhop import paths
