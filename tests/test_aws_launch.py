@@ -368,6 +368,7 @@ def test_autostop_stops_an_idle_cluster_from_its_own_nodes(aws, tmp_path):
     result = sky("autostop", "idle", "-i", "0")
     assert result.returncode == 0, result.stderr
     _wait_states(aws["ec2"], "idle", ["stopped", "stopped"])
+    assert "idle: may have stopped itself (autostop)" in sky("status").stderr
     refreshed = sky("status", "--refresh", "--json")
     assert refreshed.returncode == 0, refreshed.stderr
     [cluster] = json.loads(refreshed.stdout)

@@ -162,6 +162,12 @@ def register(app: typer.Typer) -> None:
                               if r.autostop_minutes is not None else "-"),
                  "age": age(r.launched_at)} for r in records]
         print_table(rows)
+        # A cloud cluster's own agent stops it; state learns of that only from the provider.
+        armed = [r.name for r in records if r.status == "UP" and r.provider != "local"
+                 and r.autostop_minutes is not None]
+        if armed and not refresh:
+            typer.echo(f"{', '.join(armed)}: may have stopped itself (autostop); "
+                       "`skyhop status --refresh` asks the provider", err=True)
 
     @app.command()
     def queue(cluster: Annotated[str, typer.Argument()], as_json: JsonOption = False) -> None:
