@@ -405,9 +405,9 @@ def test_an_interactive_ssh_session_keeps_the_cluster_up(aws, tmp_path):
     task.write_text(TASK.replace("name: hello-aws", "name: hello-aws\nnum_nodes: 2"))
     assert sky("launch", str(task), "-c", "busy").returncode == 0
     [cluster] = json.loads(sky("status", "--json").stdout)
-    on_worker = sky("ssh", "busy", "--node", "1", "--", "hostname -I")
+    on_worker = sky("ssh", "busy", "--node", "1", "--", "echo $SSH_CONNECTION")
     assert on_worker.returncode == 0, on_worker.stderr
-    assert cluster["nodes"][1]["address"] in on_worker.stdout.split()
+    assert on_worker.stdout.split()[2] == cluster["nodes"][1]["address"]  # the server's
     assert sky("ssh", "busy", "--", "exit 3").returncode == 3
     session = subprocess.Popen(
         [sys.executable, "-m", "skyhop.cli.main", "ssh", "busy", "--tty", "--",
