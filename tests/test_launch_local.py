@@ -245,6 +245,8 @@ def test_stop_start_down_take_patterns_and_all(home):
     assert sky("stop", "dev-*").returncode == 0
     assert [status(n)["status"] for n in ("dev-1", "dev-2", "prod")] == ["STOPPED", "STOPPED",
                                                                           "UP"]
+    assert sky("stop", "dev-*").returncode == 0  # patterns pick only what can be stopped
+    assert sky("stop", "dev-1").returncode == 2  # a name is explicit: it is not UP
     assert sky("start", "--all").returncode == 0
     assert status("dev-2")["status"] == "UP"
     assert sky("down", "-a", "-y").returncode == 0

@@ -115,7 +115,12 @@ def register(app: typer.Typer) -> None:
         if cwd:
             os.chdir(cwd)
         sys.stdout.flush()
-        os.execvp(argv[0], argv)
+        try:
+            os.execvp(argv[0], argv)
+        except FileNotFoundError:
+            raise UserError(f"{argv[0]} is not installed here",
+                            hint="install the OpenSSH client (e.g. apt-get install "
+                                 "openssh-client)") from None
 
     @app.command("exec")
     def exec_(

@@ -34,9 +34,11 @@ class Operations:
 
     def select(self, names: list[str], everything: bool = False,
                status: str | None = None) -> list[str]:
-        """Clusters by name or shell pattern (`'dev-*'`), or with `everything` all of them
-        (in `status`, if given). Unknown names are an error before anything is done."""
+        """Clusters by name or shell pattern (`'dev-*'`), or with `everything` all of them;
+        patterns and `everything` pick only those in `status`, if given. Unknown names are
+        an error before anything is done."""
         records = self.store.list()
+        by_status = {r.name: r.status for r in records}
         if everything:
             return [r.name for r in records if status is None or r.status == status]
         if not names:
@@ -47,6 +49,7 @@ class Operations:
                 matched = [r.name for r in records if fnmatch.fnmatchcase(r.name, name)]
                 if not matched:
                     raise UserError(f"no cluster matches {name!r}", hint="see `skyhop status`")
+                matched = [m for m in matched if status in (None, by_status[m])]
             else:
                 matched = [self.get(name).name]
             chosen += [m for m in matched if m not in chosen]
