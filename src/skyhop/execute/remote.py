@@ -53,6 +53,13 @@ def kill_command(pid_token: str, signal_name: str = "TERM") -> str:
             f'[ "{signal_name}" = KILL ] && rm -f {path}; true')
 
 
+def openssh_argv(key: str, port: int, known_hosts: str) -> list[str]:
+    """OpenSSH's `ssh` with skyhop's key, trusting a node's host key on first use and
+    remembering it in `known_hosts` (options, then the destination, may follow)."""
+    return ["ssh", "-i", key, "-p", str(port), "-o", "StrictHostKeyChecking=accept-new",
+            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "LogLevel=ERROR"]
+
+
 class OpenSSHRunner:
     """A node reached with the `ssh` client (from a cluster's head node): enough of the
     Runner surface for the agent, which spawns, streams and kills jobs."""
@@ -66,9 +73,7 @@ class OpenSSHRunner:
         self._tokens: dict[int, str] = {}
 
     def ssh_args(self) -> list[str]:
-        return ["ssh", "-i", self.key, "-p", str(self.port), "-o", "BatchMode=yes",
-                "-o", "StrictHostKeyChecking=accept-new",
-                "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "LogLevel=ERROR",
+        return [*openssh_argv(self.key, self.port, self.known_hosts), "-o", "BatchMode=yes",
                 "-o", "ServerAliveInterval=15", "-o", "ConnectTimeout=20",
                 f"{self.user}@{self.address}"]
 

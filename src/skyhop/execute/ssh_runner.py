@@ -296,9 +296,7 @@ class SSHRunner:
     def ssh_argv(self) -> list[str]:
         """OpenSSH's `ssh` to this node with the same key and trusted host keys (append
         the destination, `self.user@self.host`, after any options)."""
-        return ["ssh", "-i", self.key_path, "-p", str(self.port), "-o", "LogLevel=ERROR",
-                "-o", "StrictHostKeyChecking=accept-new",
-                "-o", f"UserKnownHostsFile={self._openssh_known_hosts()}"]
+        return remote.openssh_argv(self.key_path, self.port, str(self._openssh_known_hosts()))
 
     def _rsync(self, src_root: Path, paths: list[str], dst: str) -> None:
         import subprocess
