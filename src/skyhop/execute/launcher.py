@@ -24,7 +24,7 @@ from skyhop.execute.ssh_runner import SSHRunner
 from skyhop.provision import registry
 from skyhop.provision.base import Instance
 from skyhop.spec.dag import Dag
-from skyhop.spec.fields import AUTOSTOP_WAIT_FOR
+from skyhop.spec.fields import check_wait_for
 from skyhop.spec.task import Task
 from skyhop.state.clusters import ClusterStore
 from skyhop.state.records import INIT, STOPPED, UP, ClusterRecord, Node
@@ -457,9 +457,10 @@ class Launcher:
         `wait_for`: what counts as activity (`fields.AUTOSTOP_WAIT_FOR`)."""
         if idle_minutes is not None and idle_minutes < 0:
             raise UserError("autostop idle minutes must be >= 0")
-        if wait_for not in AUTOSTOP_WAIT_FOR:
-            raise UserError(f"autostop wait_for {wait_for!r} is not one of "
-                            f"{', '.join(AUTOSTOP_WAIT_FOR)}")
+        try:
+            check_wait_for(wait_for)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         command = None
         if record.provider == "local" and wait_for == "jobs_and_ssh":
             wait_for = "jobs"  # the user's own SSH sessions into this machine are not the cluster's

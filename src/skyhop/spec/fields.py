@@ -229,6 +229,14 @@ DEFAULT_AUTOSTOP_MINUTES = 5
 AUTOSTOP_WAIT_FOR = ("jobs_and_ssh", "jobs", "none")
 
 
+def check_wait_for(value: Any) -> str:
+    """`value` if it is one of AUTOSTOP_WAIT_FOR, else ValueError saying which are."""
+    if value not in AUTOSTOP_WAIT_FOR:
+        raise ValueError(f"autostop wait_for {value!r} is not one of "
+                         f"{', '.join(AUTOSTOP_WAIT_FOR)}")
+    return value
+
+
 def parse_autostop(value: Any) -> dict[str, Any] | None:
     """SkyPilot's forms: `true` (5 idle minutes), `false`, `10` or `'10m'`/`'1h'` (idle
     time), or `{idle_minutes: 10, down: true, wait_for: jobs}`. None when off."""
@@ -245,10 +253,7 @@ def parse_autostop(value: Any) -> dict[str, Any] | None:
     if unknown:
         raise ValueError(f"unknown autostop field(s) {', '.join(unknown)}; expected "
                          "idle_minutes, down, wait_for")
-    wait_for = value.get("wait_for", "jobs_and_ssh")
-    if wait_for not in AUTOSTOP_WAIT_FOR:
-        raise ValueError(f"autostop wait_for {wait_for!r} is not one of "
-                         f"{', '.join(AUTOSTOP_WAIT_FOR)}")
+    wait_for = check_wait_for(value.get("wait_for", "jobs_and_ssh"))
     down = value.get("down", False)
     if not isinstance(down, bool):
         raise ValueError("autostop down must be true or false")
