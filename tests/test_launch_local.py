@@ -43,6 +43,16 @@ def status(name: str) -> dict | None:
     return next((c for c in clusters if c["name"] == name), None)
 
 
+def await_status(name: str, wanted: str | None, timeout: float = 30) -> str | None:
+    """Polls until the cluster's status is `wanted` (None: forgotten) or time runs out;
+    returns the last status seen."""
+    deadline = time.monotonic() + timeout
+    while (seen := (status(name) or {}).get("status")) != wanted \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return seen
+
+
 def test_hello_runs_and_down_leaves_nothing(home):
     result = sky("launch", str(EXAMPLES / "hello.yaml"), "-c", "hi")
     assert result.returncode == 0, result.stderr
@@ -212,10 +222,7 @@ def test_autostop_down_is_enforced_by_the_cluster(home):
     assert sky("launch", "true", "-c", "auto").returncode == 0
     result = sky("autostop", "auto", "-i", "0", "--down")
     assert result.returncode == 0, result.stderr
-    deadline = time.monotonic() + 30
-    while status("auto") is not None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert status("auto") is None
+    assert await_status("auto", None) is None
     deadline = time.monotonic() + 10
     while processes_marked(f"{home}/local/auto/") and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -228,10 +235,7 @@ def test_autostop_waiting_for_nothing_stops_a_busy_cluster(home):
     assert sky("launch", "-d", "sleep 600", "-c", "cap").returncode == 0
     assert sky("autostop", "cap", "-i", "0", "--wait-for", "bogus").returncode == 2
     assert sky("autostop", "cap", "-i", "0", "--wait-for", "none").returncode == 0
-    deadline = time.monotonic() + 30
-    while status("cap")["status"] != "STOPPED" and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert status("cap")["status"] == "STOPPED"
+    assert await_status("cap", "STOPPED") == "STOPPED"
     assert sky("down", "cap", "-y").returncode == 0
     assert processes_marked(f"{home}/local/cap/") == []
 
@@ -406,10 +410,7 @@ def test_autostop_finds_the_state_without_skyhop_home(tmp_path, monkeypatch):
     assert sky("launch", "true", "-c", "ah").returncode == 0
     assert (tmp_path / ".skyhop" / "state.db").exists()
     assert sky("autostop", "ah", "-i", "0").returncode == 0  # stop, not down
-    deadline = time.monotonic() + 30
-    while status("ah")["status"] != "STOPPED" and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert status("ah")["status"] == "STOPPED"
+    assert await_status("ah", "STOPPED") == "STOPPED"
     assert sky("down", "ah", "-y").returncode == 0
     assert processes_marked(f"{tmp_path}/.skyhop/") == []
 
@@ -472,11 +473,7 @@ def test_autostop_from_the_task_file_and_from_launch_flags(home, tmp_path):
     assert "down after 0 idle min" in result.stderr
     stopped = sky("launch", "echo ran", "-c", "fl", "-i", "0")
     assert stopped.returncode == 0 and "ran" in stopped.stdout
-    deadline = time.monotonic() + 30
-    while (status("tf") is not None or (status("fl") or {}).get("status") != "STOPPED") \
-            and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert status("tf") is None and status("fl")["status"] == "STOPPED"
+    assert await_status("tf", None) is None and await_status("fl", "STOPPED") == "STOPPED"
 
 
 def test_a_negative_autostop_is_refused_before_anything_runs(home):
