@@ -37,16 +37,15 @@ class Operations:
         """Clusters by name or shell pattern (`'dev-*'`), or with `everything` all of them;
         patterns and `everything` pick only those in `status`, if given. Unknown names are
         an error before anything is done."""
-        records = self.store.list()
-        by_status = {r.name: r.status for r in records}
+        by_status = {r.name: r.status for r in self.store.list()}
         if everything:
-            return [r.name for r in records if status is None or r.status == status]
+            return [n for n, s in by_status.items() if status in (None, s)]
         if not names:
             raise UserError("name the clusters, or give --all", hint="see `skyhop status`")
         chosen: list[str] = []
         for name in names:
             if any(ch in name for ch in "*?["):
-                matched = [r.name for r in records if fnmatch.fnmatchcase(r.name, name)]
+                matched = [n for n in by_status if fnmatch.fnmatchcase(n, name)]
                 if not matched:
                     raise UserError(f"no cluster matches {name!r}", hint="see `skyhop status`")
                 matched = [m for m in matched if status in (None, by_status[m])]
