@@ -24,6 +24,9 @@ BRIDGE = "sh-br0"
 BRIDGE_ADDRESS = "10.213.0.1/16"
 USER = "shuser"
 SSHD = "/usr/sbin/sshd"
+# The commands these hosts need, and the Debian package each comes in (named in README).
+TOOL_PACKAGES = {"ip": "iproute2", "unshare": "util-linux", "ssh": "openssh-client",
+                 "ssh-keygen": "openssh-client", "rsync": "rsync"}
 
 
 def unavailable_reason() -> str | None:
@@ -31,9 +34,9 @@ def unavailable_reason() -> str | None:
         return "network namespaces need root (CI runs as root)"
     if not os.path.exists(SSHD):
         return "OpenSSH server is not installed (apt-get install -y openssh-server)"
-    for tool in ("ip", "unshare", "ssh-keygen"):
+    for tool, package in TOOL_PACKAGES.items():
         if shutil.which(tool) is None:
-            return f"{tool} is not installed"
+            return f"{tool} is not installed (apt-get install -y {package})"
     return None
 
 
