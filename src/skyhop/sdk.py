@@ -54,7 +54,8 @@ def with_infra(dag: Dag, infra: str | None) -> Dag:
     try:
         pattern = parse_infra(infra)
     except ValueError as exc:
-        raise UserError(f"--infra: {exc}") from None
+        raise UserError(f"--infra: {exc}",
+                        hint="e.g. --infra aws, aws/us-east-1, ssh/lab or local") from None
 
     def restrict(resources: Any) -> Any:
         update: dict[str, Any] = {"infra": pattern}

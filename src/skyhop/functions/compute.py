@@ -87,7 +87,8 @@ class Compute:
                                 hint="Compute(skyhop.Spec(infra='aws'), skyhop.Spec(infra="
                                      "'local'))")
         if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
-            raise UserError(f"skyhop.Compute: nodes must be a whole number >= 1, not {nodes!r}")
+            raise UserError(f"skyhop.Compute: nodes must be a whole number >= 1, not {nodes!r}",
+                            hint="e.g. skyhop.Compute(nodes=2)")
         self.specs = list(specs)
         self.shared = Spec(infra=infra, accelerators=accelerators, cpus=cpus, memory=memory,
                            instance_type=instance_type, use_spot=use_spot)

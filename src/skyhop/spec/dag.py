@@ -136,7 +136,9 @@ def load_dag(path: str | Path) -> Dag:
                                  "bucket)")
         text = data.decode()
     except FileNotFoundError:
-        raise SpecError(f"task file {str(path)!r} does not exist") from None
+        raise SpecError(f"task file {str(path)!r} does not exist",
+                        hint="give the path of a task YAML file, or a command in quotes"
+                        ) from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read task file {str(path)!r}: {exc}") from None
     return parse_dag(text, str(path))

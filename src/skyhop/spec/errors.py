@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from skyhop.spec.yaml_source import Locator
 
 _MAX_SHOWN = 5
+# skyhop reads SkyPilot's task YAML (and more): its reference documents every field.
+_REFERENCE = "fields: https://docs.skypilot.co/en/latest/reference/yaml-spec.html"
 
 
 def _known_fields(parent: tuple) -> list[str]:
@@ -60,4 +62,9 @@ def spec_error_from_validation(exc: ValidationError, locator: Locator | None) ->
     if len(errors) > _MAX_SHOWN:
         text += f"\n... and {len(errors) - _MAX_SHOWN} more"
     cause = (errors[0].get("ctx") or {}).get("error")
-    return SpecError(text, where=where, hint=getattr(cause, "hint", None))
+    hint = getattr(cause, "hint", None)
+    if hint is None and errors[0]["type"] == "extra_forbidden":
+        hint = "fields here: " + ", ".join(_known_fields(tuple(errors[0]["loc"])[:-1]))
+    elif hint is None:
+        hint = f"fix the value at that position; {_REFERENCE}"
+    return SpecError(text, where=where, hint=hint)

@@ -214,7 +214,7 @@ class Task(SpecModel):
             data = {}
         if not isinstance(data, dict):
             raise SpecError("a task must be a mapping of fields (name, resources, run, ...)",
-                            where=where)
+                            where=where, hint="write one field per line, e.g. `run: echo hi`")
         try:
             task = cls.model_validate(data)
         except ValidationError as exc:

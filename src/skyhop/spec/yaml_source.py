@@ -76,7 +76,7 @@ class _Builder:
                     raise SpecError("a mapping key must be a plain value",
                                     where=self.locator.where((*path, "<key>")))
                 if key in out:
-                    raise SpecError(f"duplicate key {key!r}",
+                    raise SpecError(f"duplicate key {key!r}", hint="keep one of them",
                                     where=f"{self.locator.filename}:{_pos(key_node)[0]}:"
                                           f"{_pos(key_node)[1]}")
                 self.locator.keys[(*path, key)] = _pos(key_node)
@@ -133,7 +133,8 @@ def load_documents(text: str, filename: str = "<string>") -> list[tuple[Any, Loc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
-        raise SpecError(f"invalid YAML: {exc.problem or exc.context}", where=where) from None
+        raise SpecError(f"invalid YAML: {exc.problem or exc.context}", where=where,
+                        hint="check the indentation and quoting at that line") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"invalid YAML: {exc}", where=filename) from None
     docs = []

@@ -113,10 +113,7 @@ class SSHPoolProvider:
     capabilities = frozenset({MULTI_NODE})
 
     def is_enabled(self) -> tuple[bool, str]:
-        try:
-            configured = pools()
-        except UserError as exc:
-            return False, exc.message
+        configured = pools()  # a mistake in ssh_pools is the user's to fix: raised
         if not configured:
             return False, (f"no ssh_pools in {config.path()} (add `ssh_pools: {{lab: {{hosts: "
                            "[...], user: ..., identity_file: ...}}`)")
