@@ -26,27 +26,39 @@ def path() -> Path:
 
 
 @functools.cache
-def _load(file: str) -> dict[str, Any]:
+def _load(file: str) -> tuple[dict[str, Any], Any]:
+    """(the config, its locator). Read with the task file's bounded loader: an alias bomb
+    or a huge file is refused, and errors point at file:line:col."""
+    from skyhop.spec.yaml_source import MAX_FILE_BYTES, load_documents
+
     p = Path(file)
     if not p.exists():
-        return {}
-    import yaml
-
+        return {}, None
+    with p.open("rb") as fh:
+        data = fh.read(MAX_FILE_BYTES + 1)
     try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
-        raise UserError(f"the skyhop config is not valid YAML: {exc}", where=where) from None
-    if not isinstance(data, dict):
+        docs = load_documents(data.decode(errors="replace"), str(p))
+    except UserError as exc:
+        exc.message = f"the skyhop config is not valid: {exc.message}"
+        exc.args = (exc.message,)
+        raise
+    value, locator = docs[0] if docs else ({}, None)
+    if not isinstance(value, dict):
         raise UserError("the skyhop config must be a mapping of sections", where=str(p),
                         hint="e.g. `ssh_pools: {lab: {hosts: [...]}}`")
-    return data
+    return value, locator
+
+
+def where(*keys: Any, key: bool = False) -> str:
+    """`file:line:col` of a value (with `key`: of its key) in the config (the file alone
+    when unknown)."""
+    _, locator = _load(str(path()))
+    return locator.where(keys, key=key) if locator is not None else str(path())
 
 
 def section(name: str) -> Any:
     """One top-level section of the config (None when absent)."""
-    return _load(str(path())).get(name)
+    return _load(str(path()))[0].get(name)
 
 
 def reload() -> None:

@@ -22,6 +22,7 @@ from skyhop.execute.launcher import (
 )
 from skyhop.execute.operations import Operations, cost_report
 from skyhop.execute.report import PlainReporter, Reporter
+from skyhop.names import check_name
 from skyhop.spec import Dag, Task, load_dag
 from skyhop.spec.resources import Autostop
 from skyhop.state.status import status
@@ -53,7 +54,8 @@ def with_infra(dag: Dag, infra: str | None) -> Dag:
     try:
         pattern = parse_infra(infra)
     except ValueError as exc:
-        raise UserError(f"--infra: {exc}") from None
+        raise UserError(f"--infra: {exc}",
+                        hint="e.g. --infra aws, aws/us-east-1, ssh/lab or local") from None
 
     def restrict(resources: Any) -> Any:
         update: dict[str, Any] = {"infra": pattern}
@@ -77,6 +79,8 @@ def launch(task: Task | Dag | str | Path, cluster_name: str | None = None, *,
     With `down`, clusters are taken down once their task ends: by this process, or, with
     `idle_minutes_to_autostop`, by the cluster itself after that many idle minutes (which
     without `down` stops it instead; either overrides the task's `resources.autostop`)."""
+    if cluster_name is not None:
+        check_name(cluster_name, "cluster")
     autostop = None
     if idle_minutes_to_autostop is not None:  # checked before anything is spent
         if idle_minutes_to_autostop < 0:
@@ -84,6 +88,12 @@ def launch(task: Task | Dag | str | Path, cluster_name: str | None = None, *,
                             f"{idle_minutes_to_autostop}", hint="e.g. -i 30")
         autostop = Autostop(idle_minutes=idle_minutes_to_autostop, down=down)
     dag = with_infra(load(task), infra)
+    base = cluster_name or new_cluster_name()
+    names = {index: base if len(dag) == 1 else f"{base}-{dag.tasks[index].name or index + 1}"
+             for index in dag.order}
+    for index, name in names.items():  # a pipeline's cluster names must fit the rule too
+        check_name(name, "cluster", where=dag.tasks[index].where("name") if len(dag) > 1
+                   else None)
     launcher = Launcher(reporter=reporter or PlainReporter())
     existing = _reusable(launcher, dag, cluster_name)
     if existing is not None:  # nothing to plan: the task runs where it is told
@@ -99,11 +109,10 @@ def launch(task: Task | Dag | str | Path, cluster_name: str | None = None, *,
     if len(dag) > 1 and detach:
         raise UserError("a pipeline cannot be detached yet",
                         hint="launch it without -d, or use managed jobs when they land")
-    base = cluster_name or new_cluster_name()
     result: LaunchResult | None = None
     for index in dag.order:
         task_obj = dag.tasks[index]
-        name = base if len(dag) == 1 else f"{base}-{task_obj.name or index + 1}"
+        name = names[index]
         try:
             result = launcher.launch_task(task_obj, placements[index], name, env or {},
                                           detach, retry_until_up, autostop)
@@ -129,6 +138,7 @@ def _reusable(launcher: Launcher, dag: Dag, cluster_name: str | None) -> Any:
 def exec(cluster_name: str, task: Task | str | Path, *, detach: bool = False,
          env: dict[str, str] | None = None, reporter: Reporter | None = None) -> LaunchResult:
     """Queue a task (or a command) on an existing cluster."""
+    check_name(cluster_name, "cluster")
     dag = load(task)
     if len(dag) != 1:
         raise UserError("exec takes one task, not a pipeline")

@@ -226,15 +226,24 @@ def register(app: typer.Typer) -> None:
         from skyhop.execute.operations import Operations
 
         ops = Operations(Launcher(reporter=RichReporter()))
-        clusters = ops.select(clusters or [], all_)
+        clusters = ops.select(clusters or [], all_, invalid_ok=True)
         if not clusters:
             typer.echo("no clusters", err=True)
             return
         if not yes and sys.stdin.isatty() and not typer.confirm(
                 f"Terminate {', '.join(clusters)}?", default=True):
             raise typer.Abort()
-        for name in clusters:
-            ops.down(name)
+        failed = 0
+        for name in clusters:  # one cluster that cannot go down does not keep the others up
+            try:
+                ops.down(name)
+            except UserError as exc:
+                if len(clusters) == 1:
+                    raise
+                failed += 1
+                typer.echo(f"error: {exc}", err=True)
+        if failed:
+            raise typer.Exit(UserError.exit_code)
 
     @app.command()
     def stop(clusters: ClustersArgument = None, all_: AllOption = False,

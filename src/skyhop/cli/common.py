@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from skyhop.errors import UserError
+from skyhop.names import check_env_name
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 EnvOption = Annotated[list[str] | None, typer.Option(
@@ -24,9 +25,9 @@ def parse_env(values: list[str] | None) -> dict[str, str]:
     for item in values or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UserError(f"--env {item!r} is not KEY=VALUE",
+            raise UserError(f"--env {item[:80]!r} is not KEY=VALUE",
                             hint="write it as --env NAME=value")
-        out[key] = value
+        out[check_env_name(key, where="--env")] = value
     return out
 
 

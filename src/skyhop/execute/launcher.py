@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import secrets as secrets_module
+import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from skyhop.execute.reconcile import owner_alive, owner_tag
 from skyhop.execute.report import PlainReporter, Reporter
 from skyhop.execute.runner import LocalRunner, Runner
 from skyhop.execute.ssh_runner import SSHRunner
+from skyhop.names import check_env_name, check_name
 from skyhop.provision import registry
 from skyhop.provision.base import Instance
 from skyhop.spec.dag import Dag
@@ -78,10 +80,29 @@ def launch_catalog(dag: Dag):
                       for task in dag.tasks for alt in task.resources.alternatives())
     allowed = clouds + (["local"] if "local" in enabled and (wants_local or not clouds)
                         else [])
+    allowed = check_node_counts(dag, allowed)
     extra = []
     for name in allowed:
         extra.extend(registry.get(name).offers(catalog.accelerators))
     return catalog.merged(extra), [InfraPattern(p) for p in allowed]
+
+
+def check_node_counts(dag: Dag, providers: list[str]) -> list[str]:
+    """The providers that can give every task its `num_nodes`. A task that no provider it
+    may use can give that many nodes is refused here, before anything is created."""
+    caps = {p: getattr(registry.get(p), "max_nodes", None) for p in providers}
+    for task in dag.tasks:
+        alternatives = task.resources.alternatives()
+        usable = [p for p in providers if any(alt.infra is None or alt.infra.admits_provider(p)
+                                               for alt in alternatives)]
+        if usable and all(caps[p] is not None and task.num_nodes > caps[p] for p in usable):
+            limits = ", ".join(f"{p} gives at most {caps[p]}" for p in usable)
+            raise UserError(f"num_nodes: {task.num_nodes} is more nodes than any provider "
+                            f"here can give ({limits})", where=task.where("num_nodes"),
+                            hint="lower num_nodes, or set up a cloud provider (see "
+                                 "`skyhop check`)")
+    most = max((t.num_nodes for t in dag.tasks), default=1)
+    return [p for p in providers if caps[p] is None or most <= caps[p]] or providers
 
 
 def plan(dag: Dag, blocklist: Any = None) -> Plan:
@@ -138,6 +159,7 @@ def resolve_env(task: Task, overrides: dict[str, str]) -> tuple[dict[str, str],
     secret_values = {k: (v.get_secret_value() if v is not None else None)
                      for k, v in task.secrets.items()}
     for key, value in overrides.items():
+        check_env_name(key, where="env")
         if key in secret_values:
             secret_values[key] = value
         else:
@@ -220,9 +242,10 @@ class Launcher:
             env["SKYHOP_HOME"] = str(paths.home())
             if os.environ.get("SKYHOP_DB_URL"):
                 env["SKYHOP_DB_URL"] = os.environ["SKYHOP_DB_URL"]
-        python = head.python()
-        code = head.run(f"nohup {python} -m skyhop.execute.agent {info_path} "
-                        f">> {agent_dir}/agent.log 2>&1 &", env=env, cwd="~")
+        python = head.python()  # already quoted for the shell
+        log = shlex.quote(f"{agent_dir}/agent.log")
+        code = head.run(f"nohup {python} -m skyhop.execute.agent {shlex.quote(info_path)} "
+                        f">> {log} 2>&1 &", env=env, cwd="~")
         if code != 0:
             raise UserError(f"cluster {record.name!r}: the agent could not be started "
                             f"(exit code {code})")
@@ -231,6 +254,7 @@ class Launcher:
     def provision(self, name: str, task: Task, placement: Any,
                   retry_until_up: bool = False, blocklist: Any = None) -> ClusterRecord:
         """Create the cluster, failing over across zones, regions and providers."""
+        check_name(name, "cluster")  # every face checks first; this is the last line
         if not self.store.reserve(name, owner=owner_tag(), **_row(task, placement)):
             return self._wait_for(name)
         try:
@@ -486,6 +510,7 @@ class Launcher:
     def exec(self, name: str, task: Task, env_overrides: dict[str, str],
              detach: bool) -> LaunchResult:
         """Queue a task on an existing cluster (sync the workdir, no setup)."""
+        check_name(name, "cluster")
         record = self.store.get(name)
         if record is None:
             raise UserError(f"no cluster named {name!r}", hint="see `skyhop status`")

@@ -13,6 +13,7 @@ from typing import Any
 
 from skyhop.errors import UserError
 from skyhop.execute.launcher import Launcher
+from skyhop.names import check_name, check_pattern, is_valid_name, shown
 from skyhop.provision import registry
 from skyhop.provision.base import STOP
 from skyhop.state.records import UP, ClusterRecord
@@ -23,7 +24,16 @@ class Operations:
         self.launcher = launcher or Launcher()
         self.store = self.launcher.store
 
-    def get(self, name: str) -> ClusterRecord:
+    def get(self, name: str, *, invalid_ok: bool = False) -> ClusterRecord:
+        """The cluster's record. A name that breaks the naming rule is refused before any
+        lookup; with `invalid_ok`, a row already stored under such a name (made before the
+        rule) is still found, so that `down` can remove it."""
+        if not is_valid_name(name):
+            record = self.store.get(name) if invalid_ok else None
+            if record is None:
+                check_name(name, "cluster")
+            assert record is not None
+            return record
         record = self.store.get(name)
         if record is None:
             known = [c.name for c in self.store.list()]
@@ -33,29 +43,43 @@ class Operations:
         return record
 
     def select(self, names: list[str], everything: bool = False,
-               status: str | None = None) -> list[str]:
+               status: str | None = None, invalid_ok: bool = False) -> list[str]:
         """Clusters by name or shell pattern (`'dev-*'`), or with `everything` all of them;
         patterns and `everything` pick only those in `status`, if given. Unknown names are
-        an error before anything is done."""
-        by_status = {r.name: r.status for r in self.store.list()}
+        an error before anything is done. Rows stored under names that break the naming
+        rule are left out unless `invalid_ok` (for `down`, which only forgets them)."""
+        for name in names:  # every argument is checked before anything is done
+            if invalid_ok and not is_valid_name(name) and self.store.get(name) is not None:
+                continue  # an old row under a bad name: `down` may name it to remove it
+            check_pattern(name, "cluster")
+        by_status = {r.name: r.status for r in self.store.list()
+                     if invalid_ok or is_valid_name(r.name)}
         if everything:
             return [n for n, s in by_status.items() if status in (None, s)]
         if not names:
             raise UserError("name the clusters, or give --all", hint="see `skyhop status`")
         chosen: list[str] = []
         for name in names:
-            if any(ch in name for ch in "*?["):
+            if name not in by_status and any(ch in name for ch in "*?["):
                 matched = [n for n in by_status if fnmatch.fnmatchcase(n, name)]
                 if not matched:
                     raise UserError(f"no cluster matches {name!r}", hint="see `skyhop status`")
                 matched = [m for m in matched if status in (None, by_status[m])]
             else:
-                matched = [self.get(name).name]
+                matched = [self.get(name, invalid_ok=invalid_ok).name]
             chosen += [m for m in matched if m not in chosen]
         return chosen
 
     def down(self, name: str) -> None:
-        self.get(name)
+        self.get(name, invalid_ok=True)
+        if not is_valid_name(name):
+            # Made before names were checked: a path or shell line built from it is unsafe,
+            # so no provider is asked; whatever still carries its tag is left to `gc`.
+            self.launcher.store.remove(name)
+            self.launcher.reporter.stage("down", f"{shown(name)}: its name is not a valid "
+                                         "cluster name, so only its record was removed; "
+                                         "`skyhop gc` collects what it may have left")
+            return
         self.launcher.reporter.stage("down", name)
         self.launcher.teardown(name)
 

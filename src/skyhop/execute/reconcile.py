@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from skyhop.errors import UserError
+from skyhop.names import is_valid_name, shown
 from skyhop.provision import registry
 from skyhop.state.clusters import ClusterStore
 from skyhop.state.records import INIT, STOPPED, TERMINATING, UP, ClusterRecord
@@ -83,6 +84,10 @@ def refresh(store: ClusterStore | None = None) -> Report:
     store = store or ClusterStore()
     report = Report()
     for record in store.list():
+        if not is_valid_name(record.name):  # made before names were checked: never used
+            report.changes.append(f"{shown(record.name)}: skipped, not a valid cluster name;"
+                                  " `skyhop down` it to remove its record")
+            continue
         try:
             provider = registry.get(record.provider)
             truth = provider.instances(record.name)

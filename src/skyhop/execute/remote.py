@@ -11,6 +11,7 @@ writes that PID to a file, and killing the group stops the whole command.
 from __future__ import annotations
 
 import contextlib
+import re
 import shlex
 import subprocess
 import time
@@ -18,13 +19,23 @@ from pathlib import Path
 
 WORKDIR = "sky_workdir"
 PID_DIR = ".skyhop/pids"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def exports(env: dict[str, str] | None) -> list[str]:
+    """`export NAME=value` lines, values quoted. Names are checked where they enter (task
+    file, --env); one that is not a POSIX name here would be shell syntax, so it is refused."""
+    lines = []
+    for key, value in (env or {}).items():
+        if not _ENV_NAME.fullmatch(key):
+            raise ValueError(f"{key[:80]!r} is not a valid environment variable name")
+        lines.append(f"export {key}={shlex.quote(value)}")
+    return lines
 
 
 def script(command: str, env: dict[str, str] | None = None, cwd: str | None = None) -> bytes:
     """The script a remote shell runs: exports, the working directory, the command."""
-    lines = ['rm -f "$0"']  # the script file deletes itself once bash has it open
-    for key, value in (env or {}).items():
-        lines.append(f"export {key}={shlex.quote(value)}")
+    lines = ['rm -f "$0"', *exports(env)]  # the script deletes itself once bash has it open
     target = cwd or f"~/{WORKDIR}"
     quoted = ("~/" + shlex.quote(target[2:])) if target.startswith("~/") else (
         "~" if target == "~" else shlex.quote(target))

@@ -339,7 +339,7 @@ class SSHRunner:
         on the channel, never on a command line; the process group is recorded so node
         cleanup stops it."""
         token = f"fn-{time.time_ns()}"
-        lines = [f"export {key}={shlex.quote(value)}" for key, value in (env or {}).items()]
+        lines = remote.exports(env)
         target = cwd or f"~/{remote.WORKDIR}"
         quoted = ("~/" + shlex.quote(target[2:])) if target.startswith("~/") else (
             shlex.quote(target))

@@ -34,6 +34,7 @@ from skyhop.execute.report import PlainReporter
 from skyhop.functions import environment
 from skyhop.functions.connection import WorkerConnection
 from skyhop.functions.dispatch import Dispatcher
+from skyhop.names import check_name
 
 LEASE_S = 180.0  # an ephemeral pool whose client stopped beating this long is reclaimed
 HEARTBEAT_S = 30.0
@@ -86,7 +87,8 @@ class Compute:
                                 hint="Compute(skyhop.Spec(infra='aws'), skyhop.Spec(infra="
                                      "'local'))")
         if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
-            raise UserError(f"skyhop.Compute: nodes must be a whole number >= 1, not {nodes!r}")
+            raise UserError(f"skyhop.Compute: nodes must be a whole number >= 1, not {nodes!r}",
+                            hint="e.g. skyhop.Compute(nodes=2)")
         self.specs = list(specs)
         self.shared = Spec(infra=infra, accelerators=accelerators, cpus=cpus, memory=memory,
                            instance_type=instance_type, use_spot=use_spot)
@@ -96,7 +98,8 @@ class Compute:
             pip=list(pip), apt=list(apt), env=dict(env or {}),
             include=[Path(p).expanduser() for p in include], python=python)
         self.environment.validate()
-        self.name = name or f"fn-{secrets.token_hex(3)}"
+        self.name = (f"fn-{secrets.token_hex(3)}" if name is None else
+                     check_name(name, "pool", where="skyhop.Compute(name=...)"))
         self.retry_until_up = retry_until_up
         self.reporter = PlainReporter(quiet=quiet)
         self.task = self._task()  # bad resources are reported here, before anything runs

@@ -27,6 +27,7 @@ from skyhop import paths
 from skyhop.errors import UserError
 from skyhop.execute import runtime
 from skyhop.execute.runner import LocalRunner
+from skyhop.names import check_env_name
 
 CODE_DIR = "~/.skyhop/functions/code"
 WORKER = "-m skyhop.functions.worker"
@@ -48,6 +49,8 @@ class Environment:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()):
             raise UserError("skyhop.Compute: env must map names to strings",
                             hint="env={'HF_HOME': '/data/hf'}")
+        for key in self.env:
+            check_env_name(key, where="skyhop.Compute(env=...)")
         for path in self.include:
             if not path.exists():
                 raise UserError(f"skyhop.Compute: include: {str(path)!r} does not exist",

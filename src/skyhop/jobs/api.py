@@ -11,6 +11,7 @@ from skyhop.errors import UserError
 from skyhop.jobs import store as js
 from skyhop.jobs.driver import EAGER_NEXT_REGION, FAILOVER, RECOVERY_STRATEGIES, log_dir
 from skyhop.jobs.store import JobStore, ManagedJob
+from skyhop.names import check_env_name, check_name
 
 
 def _recovery_options(dag: Any, recovery: str | None) -> dict[str, Any]:
@@ -54,6 +55,10 @@ def launch(file: str | Path, *, deadline_hours: float | None = None,
     from skyhop.jobs.secrets import seal
     from skyhop.spec import load_dag
 
+    if name is not None:
+        check_name(name, "managed job", where="--name")
+    for key in env or {}:
+        check_env_name(key, where="env")
     path = Path(file).expanduser()
     if not path.is_file():
         raise UserError(f"no task file {str(file)!r}", hint="give a task YAML")

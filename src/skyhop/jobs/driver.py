@@ -23,6 +23,7 @@ from skyhop import paths
 from skyhop.errors import InfeasibleError, Unreachable, UserError
 from skyhop.jobs import store as js
 from skyhop.jobs.store import JobStore, ManagedJob
+from skyhop.names import path_under
 
 FAILOVER, EAGER_NEXT_REGION = "FAILOVER", "EAGER_NEXT_REGION"
 RECOVERY_STRATEGIES = (FAILOVER, EAGER_NEXT_REGION)
@@ -31,7 +32,7 @@ UNREACHABLE_LIMIT = 3  # consecutive failed agent polls before nodes count as lo
 
 def log_dir(job_id: int) -> Path:
     """One file per run (`<try>.log`), so a restarted controller resumes each at its size."""
-    path = paths.home() / "jobs" / "logs" / str(job_id)
+    path = path_under(paths.home() / "jobs" / "logs", str(int(job_id)))
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -36,6 +36,10 @@ class Instance:
 class Provider(Protocol):
     name: str
     capabilities: frozenset[str]
+    # The most nodes one cluster may have here, when the provider has a fixed bound (local:
+    # one machine). Optional: read with getattr(provider, "max_nodes", None); the launcher
+    # refuses a larger num_nodes before anything is created.
+    max_nodes: int | None
 
     def is_enabled(self) -> tuple[bool, str]:
         """(usable, why not) without side effects: credentials, config, libraries."""

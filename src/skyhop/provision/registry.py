@@ -31,15 +31,23 @@ def get(name: str) -> Provider:
     return getattr(importlib.import_module(module), cls)()
 
 
-def check(name: str) -> tuple[bool, str]:
-    """(usable here and now, what is missing otherwise): no network calls, no side effects."""
+def check(name: str, strict: bool = False) -> tuple[bool, str]:
+    """(usable here and now, what is missing otherwise): no network calls, no side effects.
+    A mistake in the user's config for it (a UserError) is raised when `strict`, else
+    reported as the reason it is not usable."""
     try:
         provider = get(name)
     except ImportError as exc:  # a provider's own module needs a missing library
         return False, f"cannot load its module: {exc}"
-    return provider.is_enabled()
+    try:
+        return provider.is_enabled()
+    except UserError as exc:
+        if strict:
+            raise
+        return False, str(exc)
 
 
 def enabled() -> list[str]:
-    """Providers that can launch here and now."""
-    return [name for name in known() if check(name)[0]]
+    """Providers that can launch here and now. A broken config section is an error here,
+    not a provider silently left out."""
+    return [name for name in known() if check(name, strict=True)[0]]

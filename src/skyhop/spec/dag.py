@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from skyhop.errors import SpecError
+from skyhop.names import check_name
 from skyhop.spec.task import Task
 from skyhop.spec.yaml_source import load_documents
 
@@ -123,11 +124,21 @@ class Dag:
 
 def load_dag(path: str | Path) -> Dag:
     """Read a task file: one task, a chain (several documents), or a DAG (`depends_on`)."""
+    from skyhop.spec.yaml_source import MAX_FILE_BYTES
+
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as fh:  # at most one byte past the bound: never a huge read
+            data = fh.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise SpecError(f"task file {str(path)!r} is larger than {MAX_FILE_BYTES} bytes",
+                            hint="keep data out of the task file (use file_mounts or a "
+                                 "bucket)")
+        text = data.decode()
     except FileNotFoundError:
-        raise SpecError(f"task file {str(path)!r} does not exist") from None
+        raise SpecError(f"task file {str(path)!r} does not exist",
+                        hint="give the path of a task YAML file, or a command in quotes"
+                        ) from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read task file {str(path)!r}: {exc}") from None
     return parse_dag(text, str(path))
@@ -141,6 +152,7 @@ def parse_dag(text: str, filename: str = "<string>") -> Dag:
     name = None
     if len(docs) > 1 and isinstance(docs[0][0], dict) and set(docs[0][0]) == {"name"}:
         name = docs[0][0]["name"]  # SkyPilot pipeline header document
+        check_name(name, "pipeline", where=docs[0][1].where(("name",)))
         docs = docs[1:]
     tasks = [Task.from_dict(data, locator) for data, locator in docs]
     if name is None and len(tasks) == 1:

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     Field,
     PrivateAttr,
     SecretStr,
@@ -15,6 +16,7 @@ from pydantic import (
 )
 
 from skyhop.errors import SpecError
+from skyhop.names import check_env_name, check_name
 from skyhop.spec.fields import parse_hours
 from skyhop.spec.resources import Resources, SpecModel
 from skyhop.spec.yaml_source import Locator
@@ -74,6 +76,14 @@ def parse_data_refs(value: Any) -> tuple[DataRef, ...]:
     raise ValueError("must be a size in GB, a URI, or a mapping {URI: GB}")
 
 
+# What one task may carry: past these the node side would be asked to hold more than any
+# task needs (the file itself is bounded too, see yaml_source.MAX_FILE_BYTES).
+MAX_COMMAND_BYTES = 8 << 20  # each of run and setup
+MAX_ENV_BYTES = 32 << 20  # envs and secrets together, names and values
+
+EnvName = Annotated[str, AfterValidator(check_env_name)]
+
+
 class Task(SpecModel):
     """A task: setup and run commands, on `num_nodes` nodes meeting `resources`."""
 
@@ -81,8 +91,8 @@ class Task(SpecModel):
     workdir: str | None = None
     num_nodes: int = Field(default=1, ge=1)
     resources: Resources = Field(default_factory=Resources)
-    envs: dict[str, str | None] = Field(default_factory=dict)
-    secrets: dict[str, SecretStr | None] = Field(default_factory=dict)
+    envs: dict[EnvName, str | None] = Field(default_factory=dict)
+    secrets: dict[EnvName, SecretStr | None] = Field(default_factory=dict)
     file_mounts: dict[str, Any] = Field(default_factory=dict)
     setup: str | None = None
     run: str | None = None
@@ -96,6 +106,11 @@ class Task(SpecModel):
     service: Any = None
     event_callback: Any = None
     _locator: Locator | None = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return None if v is None else check_name(v, "task")
 
     @field_validator("envs", "secrets", mode="before")
     @classmethod
@@ -158,6 +173,21 @@ class Task(SpecModel):
         return v
 
     @model_validator(mode="after")
+    def _sizes(self) -> Task:
+        for field in ("run", "setup"):
+            size = len((getattr(self, field) or "").encode())
+            if size > MAX_COMMAND_BYTES:
+                raise ValueError(f"{field} is {size} bytes; at most {MAX_COMMAND_BYTES} "
+                                 "(put a long script in the workdir and run it from there)")
+        size = sum(len(k) + len(v or "") for k, v in self.envs.items()) + sum(
+            len(k) + len(v.get_secret_value() if v is not None else "")
+            for k, v in self.secrets.items())
+        if size > MAX_ENV_BYTES:
+            raise ValueError(f"envs and secrets hold {size} bytes; at most {MAX_ENV_BYTES} "
+                             "(pass large data as a file mount instead)")
+        return self
+
+    @model_validator(mode="after")
     def _estimates_cover_accelerators(self) -> Task:
         if isinstance(self.estimated_hours, dict):
             for alt in self.resources.alternatives():
@@ -184,7 +214,7 @@ class Task(SpecModel):
             data = {}
         if not isinstance(data, dict):
             raise SpecError("a task must be a mapping of fields (name, resources, run, ...)",
-                            where=where)
+                            where=where, hint="write one field per line, e.g. `run: echo hi`")
         try:
             task = cls.model_validate(data)
         except ValidationError as exc:

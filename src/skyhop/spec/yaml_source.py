@@ -21,6 +21,11 @@ except ImportError:  # pragma: no cover
 
 Path = tuple[str | int, ...]
 
+# Bounds on what one document may make: a task file is small, and an alias bomb ("billion
+# laughs": aliases of aliases) would otherwise expand without limit as it is built.
+MAX_FILE_BYTES = 16 << 20
+MAX_VALUES = 1_000_000  # values (scalars, mappings, lists, keys) after aliases are expanded
+
 
 @dataclass
 class Locator:
@@ -71,7 +76,7 @@ class _Builder:
                     raise SpecError("a mapping key must be a plain value",
                                     where=self.locator.where((*path, "<key>")))
                 if key in out:
-                    raise SpecError(f"duplicate key {key!r}",
+                    raise SpecError(f"duplicate key {key!r}", hint="keep one of them",
                                     where=f"{self.locator.filename}:{_pos(key_node)[0]}:"
                                           f"{_pos(key_node)[1]}")
                 self.locator.keys[(*path, key)] = _pos(key_node)
@@ -83,20 +88,64 @@ class _Builder:
         return self.scalars.construct_object(node)
 
 
+def _expanded_size(root: yaml.Node, limit: int, filename: str) -> int:
+    """How many values building `root` makes, with every alias expanded (counting stops
+    past `limit`); a node that contains itself is refused."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            line, col = _pos(node)
+            raise SpecError("a YAML alias refers to a value that contains it",
+                            where=f"{filename}:{line}:{col}",
+                            hint="remove the recursive anchor/alias")
+        open_nodes.add(key)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                total += size(key_node) + size(value_node)
+                if total > limit:
+                    break
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                total += size(item)
+                if total > limit:
+                    break
+        open_nodes.discard(key)
+        sizes[key] = min(total, limit + 1)
+        return sizes[key]
+
+    return size(root)
+
+
 def load_documents(text: str, filename: str = "<string>") -> list[tuple[Any, Locator]]:
     """Every document in `text` with its locator. Syntax errors become SpecError."""
+    if len(text) > MAX_FILE_BYTES:
+        raise SpecError(f"the file is {len(text)} characters long; at most {MAX_FILE_BYTES}",
+                        where=filename, hint="keep data out of the task file (use "
+                                             "file_mounts or a bucket)")
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
-        raise SpecError(f"invalid YAML: {exc.problem or exc.context}", where=where) from None
+        raise SpecError(f"invalid YAML: {exc.problem or exc.context}", where=where,
+                        hint="check the indentation and quoting at that line") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"invalid YAML: {exc}", where=filename) from None
     docs = []
     for node in nodes:
         if node is None:
             continue
+        if _expanded_size(node, MAX_VALUES, filename) > MAX_VALUES:
+            raise SpecError(f"the document expands to more than {MAX_VALUES:,} values "
+                            "(YAML aliases repeating aliases?)",
+                            where=f"{filename}:{_pos(node)[0]}:{_pos(node)[1]}",
+                            hint="write the values out, or use fewer nested aliases")
         locator = Locator(filename)
         try:
             value = _Builder(locator).build(node, ())

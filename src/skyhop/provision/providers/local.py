@@ -4,7 +4,7 @@ A node is a directory under `$SKYHOP_HOME/local/<cluster>/node-<rank>` (its home
 workdir syncs to `~/sky_workdir` inside it) and the processes started for it, each in its
 own process group and marked with the node's directory so teardown finds them by PID.
 Capacity is this machine's CPUs, memory and NVIDIA GPUs (`nvidia-smi`); all nodes of a
-local cluster share the machine.
+local cluster share the machine, so a local cluster has at most `MAX_NODES` nodes.
 """
 
 from __future__ import annotations
@@ -20,10 +20,13 @@ from skyhop import paths
 from skyhop.catalog.accelerators import alias_key
 from skyhop.catalog.offer import Offer
 from skyhop.execute.runner import LocalRunner, kill_marked
+from skyhop.names import path_under
 from skyhop.provision.base import MULTI_NODE, STOP, ClusterSpec, Instance
+from skyhop.provision.errors import InvalidRequestError
 
 REGION = "local"
 INSTANCE_TYPE = "local"
+MAX_NODES = 64  # nodes of one local cluster: all share this machine
 
 
 @functools.cache
@@ -86,6 +89,7 @@ def canonical_gpu(smi_name: str, known: list[str], memory_gib: float) -> str:
 class LocalProvider:
     name = "local"
     capabilities = frozenset({MULTI_NODE, STOP})
+    max_nodes = MAX_NODES
 
     def __init__(self, root: Path | None = None):
         self._root = root
@@ -95,10 +99,10 @@ class LocalProvider:
         return self._root or paths.home() / "local"
 
     def cluster_dir(self, cluster: str) -> Path:
-        return self.root / cluster
+        return path_under(self.root, cluster)
 
     def node_dir(self, cluster: str, rank: int) -> Path:
-        return self.cluster_dir(cluster) / f"node-{rank}"
+        return path_under(self.root, cluster, f"node-{rank}")
 
     def is_enabled(self) -> tuple[bool, str]:
         return True, ""
@@ -120,6 +124,9 @@ class LocalProvider:
         self.cluster_dir(cluster.name).mkdir(parents=True, exist_ok=True)
 
     def provision(self, cluster: ClusterSpec, placement: object, count: int) -> list[Instance]:
+        if count > MAX_NODES:
+            raise InvalidRequestError(f"a local cluster has at most {MAX_NODES} nodes, not "
+                                      f"{count}", provider=self.name)
         self.prepare(cluster)
         instances = []
         for rank in range(count):

@@ -17,6 +17,7 @@ same host); `down` stops what skyhop started there, removes its files and releas
 from __future__ import annotations
 
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,10 +27,14 @@ from typing import Any
 from skyhop import config, paths
 from skyhop.catalog.offer import Offer
 from skyhop.errors import UserError
+from skyhop.names import check_name, path_under
 from skyhop.provision.base import MULTI_NODE, ClusterSpec, Instance
 from skyhop.provision.errors import CapacityError
 
 SHAPE_TTL_S = 3600.0
+# A host and a login as OpenSSH takes them: never an option (a leading '-') or a shell word.
+_HOST = re.compile(r"[A-Za-z0-9_.:\[\]%][A-Za-z0-9_.:\[\]%-]{0,252}")
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 DISCOVER = ("nproc; awk '/MemTotal/ {print $2}' /proc/meminfo; "
             "nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits "
             "2>/dev/null || true")
@@ -51,31 +56,51 @@ class PoolHost:
 def pools() -> dict[str, list[PoolHost]]:
     """The configured pools, validated: {pool: [hosts]}."""
     raw = config.section("ssh_pools") or {}
-    where = str(config.path())
+    where = config.where("ssh_pools")
     if not isinstance(raw, dict):
         raise UserError("ssh_pools must map pool names to pools", where=where,
                         hint="ssh_pools: {lab: {hosts: [10.0.0.5], user: me, "
                              "identity_file: ~/.ssh/id_ed25519}}")
     out: dict[str, list[PoolHost]] = {}
     for name, pool in raw.items():
+        check_name(name, "SSH pool", where=config.where("ssh_pools", name, key=True))
+        where = config.where("ssh_pools", name)
         if not isinstance(pool, dict) or not isinstance(pool.get("hosts"), list):
             raise UserError(f"ssh_pools.{name} needs a list of hosts", where=where,
                             hint=f"ssh_pools: {{{name}: {{hosts: [10.0.0.5], user: me}}}}")
         hosts = []
-        for entry in pool["hosts"]:
+        for index, entry in enumerate(pool["hosts"]):
+            where = config.where("ssh_pools", name, "hosts", index)
             spec = entry if isinstance(entry, dict) else {"host": entry}
             if not spec.get("host"):
-                raise UserError(f"ssh_pools.{name}: a host entry has no `host`", where=where)
+                raise UserError(f"ssh_pools.{name}: a host entry has no `host`", where=where,
+                                hint="e.g. hosts: [10.0.0.5, {host: 10.0.0.6, port: 2222}]")
             merged = {**{k: pool.get(k) for k in ("user", "identity_file", "port")},
                       **{k: v for k, v in spec.items() if v is not None}}
             if not merged.get("user") or not merged.get("identity_file"):
                 raise UserError(f"ssh_pools.{name}: host {merged['host']} needs `user` and "
-                                "`identity_file` (on the pool or the host)", where=where)
-            hosts.append(PoolHost(str(name), str(merged["host"]), int(merged.get("port") or 22),
-                                  str(merged["user"]),
-                                  str(Path(str(merged["identity_file"])).expanduser())))
+                                "`identity_file` (on the pool or the host)", where=where,
+                                hint="e.g. user: me, identity_file: ~/.ssh/id_ed25519")
+            hosts.append(_pool_host(str(name), merged, where))
         out[str(name)] = hosts
     return out
+
+
+def _pool_host(pool: str, spec: dict[str, Any], where: str) -> PoolHost:
+    """One host entry, checked: its host, user and port go on OpenSSH's command line."""
+    host, user, port = str(spec["host"]), str(spec["user"]), spec.get("port") or 22
+    if isinstance(port, str) and port.isdigit():
+        port = int(port)
+    if not _HOST.fullmatch(host):
+        raise UserError(f"ssh_pools.{pool}: host {host[:80]!r} is not a host name or address",
+                        where=where, hint="e.g. 10.0.0.5 or gpu1.lab.example.org")
+    if not _USER.fullmatch(user):
+        raise UserError(f"ssh_pools.{pool}: user {user[:80]!r} is not a login name",
+                        where=where, hint="e.g. user: ubuntu")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise UserError(f"ssh_pools.{pool}: port {str(port)[:80]!r} is not a port number",
+                        where=where, hint="a whole number 1-65535, e.g. port: 22")
+    return PoolHost(pool, host, port, user, str(Path(str(spec["identity_file"])).expanduser()))
 
 
 def shape_name(shape: dict[str, Any]) -> str:
@@ -88,10 +113,7 @@ class SSHPoolProvider:
     capabilities = frozenset({MULTI_NODE})
 
     def is_enabled(self) -> tuple[bool, str]:
-        try:
-            configured = pools()
-        except UserError as exc:
-            return False, exc.message
+        configured = pools()  # a mistake in ssh_pools is the user's to fix: raised
         if not configured:
             return False, (f"no ssh_pools in {config.path()} (add `ssh_pools: {{lab: {{hosts: "
                            "[...], user: ..., identity_file: ...}}`)")
@@ -99,7 +121,7 @@ class SSHPoolProvider:
 
     # -- discovery ----------------------------------------------------------------------
     def _cache_path(self, pool: str) -> Path:
-        return paths.home() / "ssh_pools" / f"{pool}.json"
+        return path_under(paths.home() / "ssh_pools", f"{pool}.json")
 
     def shapes(self, pool: str, refresh: bool = False) -> dict[str, dict[str, Any]]:
         """{host_id: shape or {"error": ...}} for every host of the pool."""
