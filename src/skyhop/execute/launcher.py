@@ -311,6 +311,8 @@ class Launcher:
     def ensure_up(self, name: str, task: Task, placement: Any,
                   retry_until_up: bool = False, blocklist: Any = None) -> ClusterRecord:
         record = self.store.get(name)
+        self.check_files(task, placement.provider if placement is not None else None,
+                         record.provider if record is not None else None)
         if record is None:
             return self.provision(name, task, placement, retry_until_up, blocklist)
         if record.status == INIT:
@@ -346,6 +348,12 @@ class Launcher:
         self.store.open_usage(fresh)
 
     # -- running -------------------------------------------------------------------------
+    @staticmethod
+    def check_files(task: Task, *provider_names: str | None) -> None:
+        """Workdir and mount sources exist and mount targets suit the providers: found
+        before anything is provisioned."""
+        sync.check_task_files(task, [registry.get(p) for p in provider_names if p])
+
     def sync(self, record: ClusterRecord, task: Task) -> None:
         runners = self.runners(record)[:task.num_nodes]
         if not (task.workdir or task.file_mounts):
@@ -496,5 +504,6 @@ class Launcher:
             raise UserError(f"the task needs {task.num_nodes} nodes; cluster {name!r} has "
                             f"{record.num_nodes}")
         envs, secret_values = resolve_env(task, env_overrides)
+        self.check_files(task, record.provider)
         self.sync(record, task)
         return self.submit(record, task, envs, secret_values, detach)
