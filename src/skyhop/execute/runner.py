@@ -80,7 +80,7 @@ def confined(root: Path, path: str) -> Path:
     if path == "~" or path.startswith("~/"):
         joined = os.path.join(base, path[2:])
     elif os.path.isabs(path) and not _under(os.path.normpath(path), base):
-        joined = os.path.join(base, path.lstrip("/"))
+        joined = os.path.join(base, os.path.normpath(path).lstrip("/"))
     else:
         joined = os.path.join(base, path)
     target = os.path.normpath(joined)
