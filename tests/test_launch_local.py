@@ -403,8 +403,10 @@ def test_a_single_file_mount_with_another_name_never_touches_local_files(home, t
     node = home / "local" / "fmr" / "node-0"
     assert (node / "x.cfg").read_text() == "Y\n" and not (node / "y.cfg").exists()
     copied = (node / "x.cfg").stat()
+    assert "2 file(s) sent, 0 unchanged" in result.stderr
     # Unchanged: the second launch leaves the node's copy alone (not even rewritten).
-    assert sky_in(proj, "launch", "t.yaml", "-c", "fmr").returncode == 0
+    again = sky_in(proj, "launch", "t.yaml", "-c", "fmr")
+    assert again.returncode == 0 and "0 file(s) sent, 2 unchanged" in again.stderr
     assert (node / "x.cfg").stat().st_ctime_ns == copied.st_ctime_ns
 
 

@@ -361,12 +361,15 @@ class Launcher:
         self.reporter.stage("sync", f"workdir {task.workdir or '-'}, "
                             f"{len(task.file_mounts)} file mount(s)")
 
-        def one(runner: Runner) -> None:
-            sync.sync_workdir(runner, task.workdir)
-            sync.sync_file_mounts(runner, task.file_mounts)
+        def one(runner: Runner) -> list[sync.SyncResult | None]:
+            return [sync.sync_workdir(runner, task.workdir),
+                    sync.sync_file_mounts(runner, task.file_mounts)]
 
         with ThreadPoolExecutor(max_workers=len(runners)) as pool:
-            list(pool.map(one, runners))
+            results = [r for rs in pool.map(one, runners) for r in rs if r is not None]
+        self.reporter.stage("sync", f"{sum(r.copied for r in results)} file(s) sent, "
+                            f"{sum(r.unchanged for r in results)} unchanged, "
+                            f"{sum(r.removed for r in results)} removed")
 
     def setup(self, record: ClusterRecord, task: Task, env: dict[str, str]) -> int:
         """Run `setup` on every node in parallel, unless it already ran unchanged."""
