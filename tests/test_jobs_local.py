@@ -246,3 +246,12 @@ def test_a_controller_whose_home_is_deleted_exits(tmp_path, monkeypatch):
         if controller.poll() is None:
             controller.kill()
             controller.wait()
+
+
+def test_a_missing_mount_source_is_refused_before_the_job_is_stored(home, tmp_path):
+    task = tmp_path / "t.yaml"
+    task.write_text(f"run: true\nfile_mounts:\n  ~/data: {tmp_path / 'gone'}\n")
+    result = sky("jobs", "launch", str(task), "-d")
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and f"{task}:3:" in result.stderr
+    assert queue() == [] and controller_pid(home) is None

@@ -376,6 +376,68 @@ def test_file_mounts_copy_local_files_and_dirs(home, tmp_path):
     assert result.returncode == 2 and "/no/such/path" in result.stderr
 
 
+def sky_in(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """The CLI run from `cwd` (relative task paths start there)."""
+    return subprocess.run([sys.executable, "-m", "skyhop.cli.main", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_single_file_mount_with_another_name_never_touches_local_files(home, tmp_path):
+    proj = tmp_path / "proj"
+    write(proj / "local.txt", "L\n")
+    write(proj / "y.cfg", "Y\n")
+    before = {name: (proj / name).stat() for name in ("local.txt", "y.cfg")}
+    # The absolute target is the source's own folder: on this machine it must not be
+    # written, the node's folder holds it.
+    write(proj / "t.yaml", f"file_mounts:\n  {proj}/other.txt: {proj}/local.txt\n"
+          "  ~/x.cfg: ./y.cfg\n"
+          f'run: cat ~/x.cfg "$HOME{proj}/other.txt"\n')
+    result = sky_in(proj, "launch", "t.yaml", "-c", "fmr")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["Y", "L"]
+    for name, st in before.items():  # the local files are there, unchanged
+        assert (proj / name).stat().st_ino == st.st_ino
+        assert (proj / name).stat().st_mtime_ns == st.st_mtime_ns
+    assert (proj / "local.txt").read_text() == "L\n" and (proj / "y.cfg").read_text() == "Y\n"
+    assert sorted(p.name for p in proj.iterdir()) == ["local.txt", "t.yaml", "y.cfg"]
+    node = home / "local" / "fmr" / "node-0"
+    assert (node / "x.cfg").read_text() == "Y\n" and not (node / "y.cfg").exists()
+    copied = (node / "x.cfg").stat()
+    assert "2 file(s) sent, 0 unchanged" in result.stderr
+    # Unchanged: the second launch leaves the node's copy alone (not even rewritten).
+    again = sky_in(proj, "launch", "t.yaml", "-c", "fmr")
+    assert again.returncode == 0 and "0 file(s) sent, 2 unchanged" in again.stderr
+    assert (node / "x.cfg").stat().st_ctime_ns == copied.st_ctime_ns
+
+
+def test_a_mount_path_leading_out_of_the_node_is_refused_before_anything_is_made(
+        home, tmp_path):
+    write(tmp_path / "a.txt", "A\n")
+    task = write(tmp_path / "t.yaml", f"run: true\nfile_mounts:\n"
+                 f"  ~/../../escaped.txt: {tmp_path / 'a.txt'}\n")
+    result = sky("launch", str(task), "-c", "esc", "--infra", "local")
+    assert result.returncode == 2, result.stderr
+    assert "leads outside the local node's folder" in result.stderr
+    assert f"{task}:3:" in result.stderr and "Traceback" not in result.stderr
+    assert status("esc") is None and not (home / "local" / "esc").exists()
+    assert not (home / "local" / "escaped.txt").exists()
+    assert not (home / "escaped.txt").exists()
+
+
+@pytest.mark.parametrize("field", ["workdir", "file_mounts"])
+def test_missing_sources_are_found_before_anything_is_made(home, tmp_path, field):
+    missing = tmp_path / "no such dir"
+    text = (f"workdir: {missing}\n" if field == "workdir"
+            else f"file_mounts:\n  ~/data: {missing}\n")
+    task = write(tmp_path / "t.yaml", "run: true\n" + text)
+    result = sky("launch", str(task), "-c", "miss")
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and str(missing) in result.stderr
+    line = 2 if field == "workdir" else 3
+    assert f"{task}:{line}:" in result.stderr and "Traceback" not in result.stderr
+    assert status("miss") is None and not (home / "local" / "miss").exists()
+
+
 def test_state_on_postgresql(home, tmp_path, monkeypatch):
     from pg import PostgresServer, unavailable_reason
 

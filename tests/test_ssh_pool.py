@@ -127,6 +127,36 @@ def test_a_launch_takes_only_free_hosts(home):
     assert refused.returncode == 2 and "not supported on ssh clusters" in refused.stderr
 
 
+def test_a_single_file_mount_with_another_name_lands_on_the_host(home, hosts, tmp_path):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "y.cfg").write_text("Y\n")
+    (proj / "local.txt").write_text("L\n")
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in proj.iterdir()}
+    remote_home = f"/home/{sshhosts.USER}"
+    (proj / "t.yaml").write_text(f"""
+resources: {{infra: ssh/lab}}
+file_mounts:
+  ~/x.cfg: ./y.cfg
+  {remote_home}/etc dir/other.txt: {proj / 'local.txt'}
+run: cat ~/x.cfg "{remote_home}/etc dir/other.txt"
+""")
+    result = subprocess.run([sys.executable, "-m", "skyhop.cli.main", "launch", "t.yaml",
+                             "-c", "ren"], cwd=proj, capture_output=True, text=True,
+                            timeout=180)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert result.stdout.split()[-2:] == ["Y", "L"]
+    # Nothing local was renamed, moved or added.
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in proj.iterdir()
+             if p.name != "t.yaml"}
+    assert after == before
+    address = claims(home)[0][0].split(":")[2]
+    assert on_host(hosts, address, "x.cfg").read_text() == "Y\n"
+    assert not on_host(hosts, address, "y.cfg").exists()
+    assert sorted(p.name for p in on_host(hosts, address, "etc dir").iterdir()) == [
+        "other.txt"]
+
+
 def test_unreachable_host_is_a_clear_error(home, hosts):
     address = ADDRESSES[3]
     (home / "config.yaml").write_text(json.dumps({"ssh_pools": {"solo": {

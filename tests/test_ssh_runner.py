@@ -77,6 +77,88 @@ def test_the_tar_fallback_streams_big_files_and_reports_a_failing_target(hosts, 
     assert "copying files failed" in err.value.message
 
 
+ODD_NAMES = ["a\nb.txt", "d\n../keep.txt", " spaced name.txt", "-dash.txt", "ünïcødé.txt",
+             "tab\tname\t1\t2", "--files-from=x"]
+
+
+@pytest.mark.parametrize("use_rsync", [True, False])
+def test_any_file_name_syncs_and_never_removes_outside_the_folder(hosts, tmp_path,
+                                                                  monkeypatch, use_rsync):
+    from skyhop.execute import sync
+
+    r = runner(hosts, tmp_path / "known_hosts")
+    if not use_rsync:
+        monkeypatch.setattr(SSHRunner, "_has_rsync", lambda self: False)
+    src = tmp_path / "src"
+    for name in ODD_NAMES:  # "d\n.." is a folder: its file's path holds "\n../keep.txt"
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_text(f"content of {name!r}")
+    home = hosts.hosts[ADDRESS].home
+    victim = home / "keep.txt"  # outside the synced folder, where "../keep.txt" points
+    victim.write_text("must stay")
+    dst = f"odd-{use_rsync}"
+    first = sync.sync_dir(r, src, f"~/{dst}")
+    assert first.copied == len(ODD_NAMES) and first.removed == 0
+    assert set(r.list_files(f"~/{dst}")) == set(ODD_NAMES)
+    for name in ODD_NAMES:
+        assert (home / dst / name).read_text() == f"content of {name!r}"
+    second = sync.sync_dir(r, src, f"~/{dst}")
+    assert (second.copied, second.removed, second.unchanged) == (0, 0, len(ODD_NAMES))
+    assert victim.read_text() == "must stay"
+    (src / "-dash.txt").unlink()  # a removal reaches only that file
+    third = sync.sync_dir(r, src, f"~/{dst}")
+    assert (third.copied, third.removed) == (0, 1)
+    assert not (home / dst / "-dash.txt").exists() and victim.exists()
+
+
+@pytest.mark.parametrize("use_rsync", [True, False])
+def test_unchanged_files_are_not_copied_again(hosts, tmp_path, monkeypatch, use_rsync):
+    from skyhop.execute import sync
+
+    r = runner(hosts, tmp_path / "known_hosts")
+    if not use_rsync:
+        monkeypatch.setattr(SSHRunner, "_has_rsync", lambda self: False)
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    (src / "a.txt").write_text("alpha")
+    (src / "pkg" / "b.py").write_text("b")
+    os.utime(src / "a.txt", ns=(1_700_000_000_123_456_789, 1_700_000_000_123_456_789))
+    dst = f"~/same-{use_rsync}"
+    assert sync.sync_dir(r, src, dst).copied == 2
+    node = hosts.hosts[ADDRESS].home / f"same-{use_rsync}"
+    for rel in ("a.txt", "pkg/b.py"):  # the modification time arrives to the nanosecond
+        assert (node / rel).stat().st_mtime_ns == (src / rel).stat().st_mtime_ns
+    before = {rel: (node / rel).stat().st_ctime_ns for rel in ("a.txt", "pkg/b.py")}
+    again = sync.sync_dir(r, src, dst)
+    assert (again.copied, again.unchanged) == (0, 2)
+    assert {rel: (node / rel).stat().st_ctime_ns for rel in before} == before
+    (src / "a.txt").write_text("alpha2")
+    assert sync.sync_dir(r, src, dst).copied == 1
+    assert (node / "a.txt").read_text() == "alpha2"
+
+
+@pytest.mark.parametrize("use_rsync", [True, False])
+def test_a_single_file_takes_its_node_name_on_the_node(hosts, tmp_path, monkeypatch,
+                                                       use_rsync):
+    from skyhop.execute import sync
+
+    r = runner(hosts, tmp_path / "known_hosts")
+    if not use_rsync:
+        monkeypatch.setattr(SSHRunner, "_has_rsync", lambda self: False)
+    local = tmp_path / "-y.cfg"
+    local.write_text("Y")
+    st = local.stat()
+    remote = f"~/conf {use_rsync}/x.cfg"
+    assert sync.sync_file(r, local, remote) is True
+    node = hosts.hosts[ADDRESS].home / f"conf {use_rsync}"
+    assert [p.name for p in node.iterdir()] == ["x.cfg"]
+    assert (node / "x.cfg").read_text() == "Y"
+    assert local.read_text() == "Y" and local.stat().st_ino == st.st_ino
+    assert sync.sync_file(r, local, remote) is False  # unchanged: not sent again
+    assert r.file_meta(remote) == (st.st_size, st.st_mtime_ns)
+    assert r.file_meta("~/no-such-file") is None
+
+
 def test_a_changed_host_key_is_refused_with_a_fix(hosts, tmp_path):
     known = tmp_path / "known_hosts"
     address = "10.213.0.32"

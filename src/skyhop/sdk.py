@@ -109,6 +109,9 @@ def launch(task: Task | Dag | str | Path, cluster_name: str | None = None, *,
     if len(dag) > 1 and detach:
         raise UserError("a pipeline cannot be detached yet",
                         hint="launch it without -d, or use managed jobs when they land")
+    for index, task_obj in enumerate(dag.tasks):  # every task's files, before any is launched
+        launcher.check_files(task_obj, existing.provider if existing is not None
+                             else placements[index].provider)
     result: LaunchResult | None = None
     for index in dag.order:
         task_obj = dag.tasks[index]

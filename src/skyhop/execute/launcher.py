@@ -335,6 +335,8 @@ class Launcher:
     def ensure_up(self, name: str, task: Task, placement: Any,
                   retry_until_up: bool = False, blocklist: Any = None) -> ClusterRecord:
         record = self.store.get(name)
+        self.check_files(task, placement.provider if placement is not None else None,
+                         record.provider if record is not None else None)
         if record is None:
             return self.provision(name, task, placement, retry_until_up, blocklist)
         if record.status == INIT:
@@ -370,6 +372,12 @@ class Launcher:
         self.store.open_usage(fresh)
 
     # -- running -------------------------------------------------------------------------
+    @staticmethod
+    def check_files(task: Task, *provider_names: str | None) -> None:
+        """Workdir and mount sources exist and mount targets suit the providers: found
+        before anything is provisioned."""
+        sync.check_task_files(task, [registry.get(p) for p in provider_names if p])
+
     def sync(self, record: ClusterRecord, task: Task) -> None:
         runners = self.runners(record)[:task.num_nodes]
         if not (task.workdir or task.file_mounts):
@@ -377,12 +385,15 @@ class Launcher:
         self.reporter.stage("sync", f"workdir {task.workdir or '-'}, "
                             f"{len(task.file_mounts)} file mount(s)")
 
-        def one(runner: Runner) -> None:
-            sync.sync_workdir(runner, task.workdir)
-            sync.sync_file_mounts(runner, task.file_mounts)
+        def one(runner: Runner) -> list[sync.SyncResult | None]:
+            return [sync.sync_workdir(runner, task.workdir),
+                    sync.sync_file_mounts(runner, task.file_mounts)]
 
         with ThreadPoolExecutor(max_workers=len(runners)) as pool:
-            list(pool.map(one, runners))
+            results = [r for rs in pool.map(one, runners) for r in rs if r is not None]
+        self.reporter.stage("sync", f"{sum(r.copied for r in results)} file(s) sent, "
+                            f"{sum(r.unchanged for r in results)} unchanged, "
+                            f"{sum(r.removed for r in results)} removed")
 
     def setup(self, record: ClusterRecord, task: Task, env: dict[str, str]) -> int:
         """Run `setup` on every node in parallel, unless it already ran unchanged."""
@@ -521,5 +532,6 @@ class Launcher:
             raise UserError(f"the task needs {task.num_nodes} nodes; cluster {name!r} has "
                             f"{record.num_nodes}")
         envs, secret_values = resolve_env(task, env_overrides)
+        self.check_files(task, record.provider)
         self.sync(record, task)
         return self.submit(record, task, envs, secret_values, detach)

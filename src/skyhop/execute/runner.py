@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Protocol
 
+from skyhop.errors import UserError
+
 # Every process skyhop starts on a local node carries this variable, so teardown can find
 # exactly the processes it started (by PID, never by name).
 NODE_MARKER = "SKYHOP_NODE_DIR"
@@ -51,8 +53,47 @@ class Runner(Protocol):
     def list_files(self, dst: str) -> dict[str, tuple[int, int]]:
         """{relative path: (size, mtime_ns)} of every file under dst."""
 
+    def file_meta(self, path: str) -> tuple[int, int] | None:
+        """(size, mtime_ns) of one file on the node, None when it is not a regular file."""
+
+    def put_file(self, local: Path, path: str) -> None:
+        """Copy one local file to `path` on the node (any name there; parents made, the
+        modification time kept). Done on the node: nothing local is moved or renamed."""
+
     def resolve(self, path: str) -> str:
         """A node path with `~` and relative parts resolved."""
+
+
+def check_relative(rel: str) -> None:
+    """A path relative to a sync root must stay under it: no absolute path, no `..`.
+    (A listing is never trusted to be well-formed.)"""
+    if not rel or rel.startswith("/") or ".." in rel.split("/") or "\0" in rel:
+        raise ValueError(f"refusing a path outside the synced folder: {rel!r}")
+
+
+def confined(root: Path, path: str) -> Path:
+    """Where a node path lies on this machine for a node that is the folder `root`: always
+    under it. `~` and relative paths start at the folder (the node's home); an absolute path
+    outside it is taken inside it too (`/data/x` is `<root>/data/x`), since this machine's
+    real /data is not the node's. A path whose `..` leads out is refused (UserError)."""
+    base = os.path.normpath(root)
+    if path == "~" or path.startswith("~/"):
+        joined = os.path.join(base, path[2:])
+    elif os.path.isabs(path) and not _under(os.path.normpath(path), base):
+        joined = os.path.join(base, os.path.normpath(path).lstrip("/"))
+    else:
+        joined = os.path.join(base, path)
+    target = os.path.normpath(joined)
+    if "\0" in path or not _under(target, base):
+        raise UserError(f"the node path {path!r} leads outside the local node's folder",
+                        hint="on the local provider a node is a folder: give a path under "
+                             "`~` (absolute paths are taken inside the folder), without "
+                             "`..` leading out of it")
+    return Path(target)
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 class LocalRunner:
@@ -135,20 +176,47 @@ class LocalRunner:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=grace)
 
+    def node_path(self, path: str) -> Path:
+        """A node path for file operations (syncs, mounts): always under the node's folder,
+        whatever `~`, `..` or absolute parts it has (see `confined`)."""
+        path_here = confined(self.node_dir, path)
+        # A symlink on the way (made by a job) must not lead out either.
+        real_root = os.path.realpath(self.node_dir)
+        if not _under(os.path.realpath(path_here), real_root):
+            raise UserError(f"{self.label}: {path!r} leads outside the node's folder "
+                            "(through a symbolic link)")
+        return path_here
+
     def copy_files(self, src_root: Path, relative_paths: Iterable[str], dst: str) -> None:
-        root = Path(self.resolve(dst))
+        root = self.node_path(dst)
         for rel in relative_paths:
-            target = root / rel
+            check_relative(rel)
+            target = self.node_path(str(root / rel))
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src_root / rel, target)
 
+    def put_file(self, local: Path, path: str) -> None:
+        target = self.node_path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(local, target)
+
+    def file_meta(self, path: str) -> tuple[int, int] | None:
+        try:
+            st = self.node_path(path).lstat()
+        except FileNotFoundError:
+            return None
+        import stat
+
+        return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+
     def remove_files(self, dst: str, relative_paths: Iterable[str]) -> None:
-        root = Path(self.resolve(dst))
+        root = self.node_path(dst)
         for rel in relative_paths:
-            (root / rel).unlink(missing_ok=True)
+            check_relative(rel)
+            self.node_path(str(root / rel)).unlink(missing_ok=True)
 
     def list_files(self, dst: str) -> dict[str, tuple[int, int]]:
-        root = Path(self.resolve(dst))
+        root = self.node_path(dst)
         out: dict[str, tuple[int, int]] = {}
         if not root.is_dir():
             return out

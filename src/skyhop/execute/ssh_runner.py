@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import shlex
 import shutil
 import tarfile
@@ -26,6 +27,7 @@ from typing import Any
 from skyhop import errors
 from skyhop.errors import UserError
 from skyhop.execute import remote
+from skyhop.execute.runner import check_relative
 
 CONNECT_TIMEOUT_S = 20.0
 
@@ -212,12 +214,16 @@ class SSHRunner:
 
     def output_of(self, command: str, stdin: bytes = b"") -> tuple[int, str]:
         """(exit code, output) of a short command run as is."""
-        async def go() -> tuple[int, str]:
+        code, out, err = self.capture(command, stdin)
+        return code, out.decode(errors="replace") + err.decode(errors="replace")
+
+    def capture(self, command: str, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
+        """(exit code, stdout, stderr) of a short command run as is, as bytes."""
+        async def go() -> tuple[int, bytes, bytes]:
             conn = await self._connection()
             result = await conn.run(command, input=stdin, encoding=None, check=False)
             return (result.exit_status if result.exit_status is not None else 255,
-                    (result.stdout or b"").decode(errors="replace")
-                    + (result.stderr or b"").decode(errors="replace"))
+                    result.stdout or b"", result.stderr or b"")
 
         return _wait(self._fresh_on_failure(go))
 
@@ -245,34 +251,61 @@ class SSHRunner:
             raise UserError(f"{self.label}: cannot write {path}: {out.strip()}")
 
     # -- files --------------------------------------------------------------------------
+    # File names may hold any byte but NUL and `/`: listings are NUL-separated and names go
+    # through argv, NUL-separated stdin or tar headers, never a newline-split text.
     def list_files(self, dst: str) -> dict[str, tuple[int, int]]:
         root = shlex.quote(self.resolve(dst))
-        _, out = self.output_of(f"[ -d {root} ] && find {root} -type f -printf "
-                                   "'%P\\t%s\\t%T@\\n' || true")
-        files: dict[str, tuple[int, int]] = {}
-        for line in out.splitlines():
-            parts = line.split("\t")
-            if len(parts) == 3 and parts[1].isdigit():
-                seconds, _, fraction = parts[2].partition(".")
-                files[parts[0]] = (int(parts[1]),
-                                   int(seconds) * 10**9 + int((fraction + "0" * 9)[:9]))
-        return files
+        _, out, _ = self.capture(f"[ -d {root} ] && find {root} -type f -printf "
+                                 "'%P\\0%s\\0%T@\\0' || true")
+        return _parse_listing(out)
+
+    def file_meta(self, path: str) -> tuple[int, int] | None:
+        target = shlex.quote(self.resolve(path))
+        _, out, _ = self.capture(f"[ -f {target} ] && find {target} -maxdepth 0 -type f "
+                                 "-printf '\\0%s\\0%T@\\0' || true")
+        return _parse_listing(out).get("")
 
     def copy_files(self, src_root: Path, relative_paths: Iterable[str], dst: str) -> None:
         paths = list(relative_paths)
         if not paths:
             return
+        for rel in paths:
+            check_relative(rel)
         if self._has_rsync():
             self._rsync(src_root, paths, dst)
             return
-        # A tar stream of the changed files, written as it is read (never whole in memory).
-        stream = self.open_process("tar -x -f - --no-same-owner", cwd=self.resolve(dst))
+        self._untar(self.resolve(dst), [(src_root / rel, rel) for rel in paths])
+
+    def put_file(self, local: Path, path: str) -> None:
+        target = self.resolve(path)
+        parent, _, name = target.rstrip("/").rpartition("/")
+        if not name or name in (".", ".."):
+            raise UserError(f"{self.label}: {path!r} does not name a file")
+        parent = parent or "/"
+        if self._has_rsync():  # one file, renamed by rsync on the node
+            self._mkdir(parent)
+            self._rsync_run(["--", str(local), f"{self.user}@{self.host}:{target}"], b"")
+            return
+        self._untar(parent, [(local, name)])
+
+    def _untar(self, dst: str, members: list[tuple[Path, str]]) -> None:
+        """Send files as a tar stream (written as it is read, never whole in memory),
+        unpacked under `dst` on the node with the names given. Each member carries its
+        modification time to the nanosecond, so an unchanged file is seen as unchanged."""
+        stream = self.open_process("tar -x -f - --no-same-owner", cwd=dst)
         failure = None
         try:
             sink = io.BufferedWriter(_DrainedSink(stream), buffer_size=1 << 20)
             with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                for rel in paths:
-                    tar.add(src_root / rel, arcname=rel, recursive=False)
+                for local, name in members:
+                    info = tar.gettarinfo(local, arcname=name)
+                    mtime_ns = local.stat().st_mtime_ns
+                    info.pax_headers = {**info.pax_headers, "mtime": _decimal(mtime_ns)}
+                    if info.isreg():
+                        with local.open("rb") as fh:
+                            tar.addfile(info, fh)
+                    else:
+                        tar.addfile(info)
             sink.flush()
         except (OSError, UserError) as exc:  # e.g. the remote tar ended early: say why
             failure = exc
@@ -283,10 +316,18 @@ class SSHRunner:
                             f"{out.strip() or failure or f'exit code {code}'}")
 
     def remove_files(self, dst: str, relative_paths: Iterable[str]) -> None:
-        root = self.resolve(dst)
-        listing = "".join(f"{root}/{rel}\0" for rel in relative_paths)
+        root = os.fsencode(self.resolve(dst))
+        listing = b""
+        for rel in relative_paths:
+            check_relative(rel)
+            listing += root + b"/" + os.fsencode(rel) + b"\0"
         if listing:
-            self.output_of("xargs -0 rm -f --", listing.encode())
+            self.capture("xargs -0 rm -f --", listing)
+
+    def _mkdir(self, path: str) -> None:
+        code, out = self.output_of(f"mkdir -p -- {shlex.quote(path)}")
+        if code != 0:
+            raise UserError(f"{self.label}: cannot make {path}: {out.strip()}")
 
     def _has_rsync(self) -> bool:
         if shutil.which("rsync") is None:
@@ -299,14 +340,19 @@ class SSHRunner:
         return remote.openssh_argv(self.key_path, self.port, str(self._openssh_known_hosts()))
 
     def _rsync(self, src_root: Path, paths: list[str], dst: str) -> None:
+        self._mkdir(self.resolve(dst))
+        self._rsync_run(["--files-from=-", "--from0", "--", f"{src_root}/",
+                         f"{self.user}@{self.host}:{self.resolve(dst)}/"],
+                        b"".join(os.fsencode(p) + b"\0" for p in paths))
+
+    def _rsync_run(self, args: list[str], stdin: bytes) -> None:
         import subprocess
 
         ssh = shlex.join([*self.ssh_argv(), "-o", "BatchMode=yes"])
-        target = f"{self.user}@{self.host}:{self.resolve(dst)}/"
-        self.output_of(f"mkdir -p {shlex.quote(self.resolve(dst))}")
-        result = subprocess.run(["rsync", "-a", "--files-from=-", "--from0", "-e", ssh,
-                                 f"{src_root}/", target],
-                                input="\0".join(paths).encode(), capture_output=True)
+        # -s (--secluded-args, formerly --protect-args): the remote path reaches the remote
+        # rsync as is, not through the remote shell (any character in a name stays literal).
+        result = subprocess.run(["rsync", "-a", "-s", "-e", ssh, *args],
+                                input=stdin, capture_output=True)
         if result.returncode != 0:
             raise UserError(f"{self.label}: rsync failed: "
                             f"{result.stderr.decode(errors='replace').strip()}")
@@ -450,6 +496,25 @@ class ChannelStream:
         _background_loop().call_soon_threadsafe(self._process.close)
         with contextlib.suppress(UserError):  # a node that is gone took its processes along
             self._runner.output_of(remote.kill_command(self._token, "KILL"))
+
+
+def _decimal(ns: int) -> str:
+    """Nanoseconds since the epoch as the decimal seconds a pax header holds."""
+    return f"{ns // 10**9}.{ns % 10**9:09d}"
+
+
+def _parse_listing(out: bytes) -> dict[str, tuple[int, int]]:
+    """{name: (size, mtime_ns)} from find's `%P\\0%s\\0%T@\\0` records."""
+    fields = out.split(b"\0")
+    files: dict[str, tuple[int, int]] = {}
+    for i in range(0, len(fields) - 2, 3):
+        name, size, mtime = fields[i:i + 3]
+        seconds, _, fraction = mtime.decode("ascii", "replace").partition(".")
+        if not size.isdigit() or not seconds.lstrip("-").isdigit():
+            continue
+        files[os.fsdecode(name)] = (int(size), int(seconds) * 10**9
+                                    + int((fraction + "0" * 9)[:9] or 0))
+    return files
 
 
 class _DrainedSink(io.RawIOBase):

@@ -50,9 +50,11 @@ def launch(file: str | Path, *, deadline_hours: float | None = None,
            retry_until_up: bool = False) -> int:
     """Validate, plan once (an impossible request fails here, not later), store, and make
     sure a controller runs. Returns the job id."""
+    from skyhop.execute import sync
     from skyhop.execute.launcher import plan
     from skyhop.jobs import controller
     from skyhop.jobs.secrets import seal
+    from skyhop.provision import registry
     from skyhop.spec import load_dag
 
     if name is not None:
@@ -71,7 +73,9 @@ def launch(file: str | Path, *, deadline_hours: float | None = None,
         get_policy(spot_policy)  # unknown names fail now
         if deadline_hours is None:
             raise UserError("--spot-policy needs --deadline", hint="e.g. --deadline 36h")
-    plan(dag)
+    planned = plan(dag)
+    for task, placement in zip(dag.tasks, planned.tasks, strict=True):
+        sync.check_task_files(task, [registry.get(placement.provider)])  # before it is stored
     env = dict(env or {})
     task_secrets = {k for t in dag.tasks for k in t.secrets}
     secret_values = {k: v for k, v in env.items() if k in task_secrets}

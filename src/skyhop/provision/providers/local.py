@@ -3,6 +3,8 @@
 A node is a directory under `$SKYHOP_HOME/local/<cluster>/node-<rank>` (its home; the
 workdir syncs to `~/sky_workdir` inside it) and the processes started for it, each in its
 own process group and marked with the node's directory so teardown finds them by PID.
+File mounts land inside the node's folder too: `~/x` and `/x` both at `<node>/x`, and a
+path whose `..` leads out is refused before anything is made.
 Capacity is this machine's CPUs, memory and NVIDIA GPUs (`nvidia-smi`); all nodes of a
 local cluster share the machine, so a local cluster has at most `MAX_NODES` nodes.
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 from skyhop import paths
 from skyhop.catalog.accelerators import alias_key
 from skyhop.catalog.offer import Offer
-from skyhop.execute.runner import LocalRunner, kill_marked
+from skyhop.execute.runner import LocalRunner, confined, kill_marked
 from skyhop.names import path_under
 from skyhop.provision.base import MULTI_NODE, STOP, ClusterSpec, Instance
 from skyhop.provision.errors import InvalidRequestError
@@ -153,6 +155,11 @@ class LocalProvider:
             return {}
         return {d.name: [i.instance_id for i in self.instances(d.name)]
                 for d in self.root.iterdir() if d.is_dir() and d.name not in known}
+
+    def check_node_path(self, path: str) -> None:
+        """A file-mount target must lie inside the node's folder (UserError otherwise);
+        checked before anything is made. Absolute paths are taken inside it too."""
+        confined(Path("/node"), path)
 
     def runner(self, cluster_name: str, instance: Instance) -> LocalRunner:
         return LocalRunner(Path(instance.info.get("dir") or
