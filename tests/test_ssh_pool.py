@@ -186,3 +186,44 @@ def test_check_says_which_providers_can_launch_and_what_is_missing(home, monkeyp
     (home / "config.yaml").write_text("ssh_pools: {lab: {hosts: [10.0.0.1]}}")
     rows = {r["provider"]: r for r in json.loads(sky("check", "--json").stdout)}
     assert "needs `user` and `identity_file`" in rows["ssh"]["reason"]
+
+
+def test_the_agent_on_a_pool_head_answers_only_its_owner(home, hosts):
+    """On the head host, another local user cannot reach the agent (even with the folders
+    above it opened), and another skyhop home on the same pool login (same uid, so the
+    socket opens) is refused for want of the cluster's token, through the SSH bridge."""
+    import hashlib
+
+    from skyhop.execute.agent import TOKEN_FILE, socket_path
+    from skyhop.execute.agent_client import AgentClient, AgentRefused, agent_token
+    from skyhop.execute.launcher import Launcher
+    from skyhop.state.clusters import ClusterStore
+    from test_agent_safety import ATTACK
+
+    assert sky("launch", "echo hi", "-c", "guarded", "--infra", "ssh/lab", "-d"
+               ).returncode == 0
+    launcher = Launcher(ClusterStore())
+    record = ClusterStore().get("guarded")
+    agent_dir = record.handle["agent_dir"]
+    address = record.nodes[0].address
+    assert [j["id"] for j in launcher.agent(record).queue()] == [1]
+    connect = launcher.runners(record)[0].connect_agent
+    for token in ["0" * 64, agent_token("another-nonce")]:
+        with pytest.raises(AgentRefused):
+            AgentClient("guarded", agent_dir, connect, token=token).submit(
+                {"run": "touch ~/pwned"})
+
+    host = hosts.hosts[address]
+    for folder in (host.home, host.home / ".skyhop"):
+        folder.chmod(0o755)
+    abstract = "skyhop-agent-" + hashlib.sha256(agent_dir.encode()).hexdigest()[:24]
+    token = on_host(hosts, address, f".skyhop/agent/{TOKEN_FILE}")
+    attack = subprocess.run(
+        ["nsenter", "-t", str(host.sshd_pid), "-m", "-n", "setpriv", "--reuid=nobody",
+         "--regid=nogroup", "--clear-groups", "/usr/bin/python3", "-c", ATTACK,
+         socket_path(agent_dir), abstract, token.read_text() if token.exists() else "",
+         f"{agent_dir}/../../pwned"], capture_output=True, text=True, timeout=30, cwd="/")
+    assert attack.returncode == 0, attack.stderr
+    assert json.loads(attack.stdout) == [], "another user on the head reached the agent"
+    assert [j["id"] for j in launcher.agent(record).queue()] == [1]
+    assert not on_host(hosts, address, "pwned").exists()

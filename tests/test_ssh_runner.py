@@ -194,18 +194,20 @@ def test_an_agent_whose_machine_vanishes_is_unreachable_not_a_crash(hosts, tmp_p
     import threading
 
     from skyhop import errors
-    from skyhop.execute.agent import socket_name
+    from skyhop.execute.agent import socket_path
     from skyhop.execute.agent_client import AgentClient, AgentUnreachable
 
     address = "10.213.0.33"
     hosts.add(address)
     r = runner(hosts, tmp_path / "kh", address)
-    name = socket_name("/vanishing")
+    agent_dir = tmp_path / "vanishing"
+    agent_dir.mkdir()
+    name = socket_path(str(agent_dir))
     # an "agent" that takes the request and never answers
     listener = ("import socket, time; s = socket.socket(socket.AF_UNIX); "
                 f"s.bind({name!r}); s.listen(); c, _ = s.accept(); time.sleep(600)")
     assert r.run(f"nohup python3 -c {shlex.quote(listener)} >/dev/null 2>&1 &") == 0
-    client = AgentClient("vanishing", "/vanishing", r.connect_agent)
+    client = AgentClient("vanishing", str(agent_dir), r.connect_agent, token="t")
     threading.Timer(1.0, hosts.remove, [address]).start()
     with pytest.raises(AgentUnreachable):
         client.queue()  # in flight when the machine goes

@@ -2,8 +2,10 @@
 
 It owns the cluster's job queue (FIFO within the nodes' resources), runs each job's command
 on every node with the rank variables, keeps the logs, and enforces autostop, so all of this
-keeps working after the client has exited. Clients talk to it over a Unix socket (abstract
-namespace: no path-length limit, nothing to clean up) with one JSON object per line; see
+keeps working after the client has exited. Clients talk to it over a Unix socket in the
+agent's own folder (mode 0700: no other user can even connect), with length-prefixed JSON
+messages of bounded size; every request carries the cluster's token (made at launch, kept
+0600 beside the agent), so another skyhop home on the same login is refused too. See
 `agent_client.py`. Job metadata is in a small SQLite file beside the logs; secret values are
 only ever held in memory.
 
@@ -14,18 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import os
+import re
+import shlex
+import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skyhop.execute.runner import NODE_MARKER, LocalRunner, Runner
+from skyhop.execute.runner import NODE_MARKER, LocalRunner, Runner, short_unix_path
 from skyhop.execute.sessions import interactive_ssh_sessions
 
 PENDING, RUNNING = "PENDING", "RUNNING"
@@ -48,11 +56,95 @@ def utf8_boundary(data: bytes) -> int:
     return len(data)
 
 
-def socket_name(cluster_dir: str) -> str:
-    """The abstract socket name of the agent of the cluster whose head lives in cluster_dir."""
-    import hashlib
+SOCKET_FILE = "agent.sock"  # in the agent's folder
+TOKEN_FILE = "token"  # in the agent's folder: the secret every request must carry
+MAX_MESSAGE = 64 << 20  # bytes of one message (a request, or one reply frame)
+_HEADER = struct.Struct(">I")  # each message: its length, then that much JSON
+HEADER_SIZE = _HEADER.size
+# What exec(2) takes: one "NAME=value" at most 128 KiB (MAX_ARG_STRLEN), and all of
+# argv + environment at most a quarter of the stack limit (2 MiB by default), so a job's
+# variables are held well under that (the node's own environment comes on top).
+ENV_ENTRY_LIMIT = (128 << 10) - 1
+ENV_TOTAL_LIMIT = 1 << 20
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
-    return "\0skyhop-agent-" + hashlib.sha256(cluster_dir.encode()).hexdigest()[:24]
+
+def socket_path(agent_dir: str) -> str:
+    """The agent's socket: a file in its owner-only folder."""
+    return f"{agent_dir.rstrip('/')}/{SOCKET_FILE}"
+
+
+class MessageTooLarge(ValueError):
+    pass
+
+
+def encode_message(message: Any) -> bytes:
+    body = json.dumps(message).encode()
+    if len(body) > MAX_MESSAGE:
+        raise MessageTooLarge(f"the message is {mib(len(body))}; the agent takes at most "
+                              f"{mib(MAX_MESSAGE)}")
+    return _HEADER.pack(len(body)) + body
+
+
+def message_size(header: bytes) -> int:
+    """The body length a header announces (MessageTooLarge beyond the bound)."""
+    (size,) = _HEADER.unpack(header)
+    if size > MAX_MESSAGE:
+        raise MessageTooLarge(f"a message of {mib(size)} is over the agent's limit of "
+                              f"{mib(MAX_MESSAGE)}")
+    return size
+
+
+def mib(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB"
+
+
+def check_env(envs: Any, what: str = "envs") -> dict[str, str]:
+    """`envs` as a job's environment: POSIX names, string values without NUL bytes, and
+    sizes exec(2) accepts (ValueError saying which otherwise)."""
+    if envs is None:
+        return {}
+    if not isinstance(envs, dict):
+        raise ValueError(f"{what} must be a mapping of names to strings")
+    for key, value in envs.items():
+        if not isinstance(key, str) or not ENV_NAME.match(key):
+            raise ValueError(f"{what}: {str(key)[:80]!r} is not a valid variable name "
+                             "(a letter or _, then letters, digits or _)")
+        if not isinstance(value, str) or "\0" in value:
+            raise ValueError(f"{what}: the value of {key} must be a string without NUL bytes")
+        if len(key.encode()) + len(value.encode()) + 1 > ENV_ENTRY_LIMIT:
+            raise ValueError(f"{what}: {key} is {mib(len(value.encode()))}; one variable "
+                             f"can hold at most {ENV_ENTRY_LIMIT // 1024} KiB (pass larger "
+                             "data in a file: workdir or file_mounts)")
+    return envs
+
+
+def env_size(envs: dict[str, str]) -> int:
+    return sum(len(k.encode()) + len(v.encode()) + 2 for k, v in envs.items())
+
+
+def check_job(job: Any) -> dict[str, Any]:
+    """A submitted job, checked field by field (ValueError with what is wrong)."""
+    if not isinstance(job, dict):
+        raise ValueError("the job must be a mapping")
+    if not isinstance(job.get("run"), str):
+        raise ValueError("the job's run must be a string")
+    for key in ("name", "task_id"):
+        if job.get(key) is not None and not isinstance(job[key], str):
+            raise ValueError(f"the job's {key} must be a string")
+    for key in ("num_nodes", "gpus", "cpus"):
+        value = job.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(
+                value, (int, float)) or not value >= 0):
+            raise ValueError(f"the job's {key} must be a number >= 0")
+    envs = check_env(job.get("envs"), "envs")
+    secrets = check_env(job.get("secrets"), "secrets")
+    total = env_size({**envs, **secrets})
+    if total > ENV_TOTAL_LIMIT:
+        raise ValueError(f"the job's envs and secrets take {mib(total)}; a job's environment "
+                         f"can hold at most {mib(ENV_TOTAL_LIMIT)} (pass larger data in a "
+                         "file: workdir or file_mounts)")
+    return job
 
 
 @dataclass
@@ -81,6 +173,9 @@ class Agent:
             num_nodes INTEGER, gpus REAL, cpus REAL, run TEXT, envs TEXT, task_id TEXT)""")
         self.db.commit()
         self.db_lock = threading.Lock()
+        token_file = self.dir / TOKEN_FILE
+        # No token file: every request is refused (nothing to compare with).
+        self.token = token_file.read_text().strip() if token_file.exists() else ""
         self.secrets: dict[int, dict[str, str]] = {}
         self.finished: dict[int, list[asyncio.Event]] = {}  # log streams waiting on a job
         # Whole GPUs are handed to jobs by index (CUDA_VISIBLE_DEVICES), so two jobs on one
@@ -120,6 +215,7 @@ class Agent:
 
     # -- requests ------------------------------------------------------------------------
     def submit(self, job: dict[str, Any]) -> int:
+        job = check_job(job)
         num_nodes = int(job.get("num_nodes") or len(self.nodes))
         if num_nodes > len(self.nodes):
             raise ValueError(f"the job needs {num_nodes} nodes; the cluster has "
@@ -186,7 +282,22 @@ class Agent:
             free_gpus, free_cpus = self._free()
             if job["gpus"] > free_gpus + 1e-9 or job["cpus"] > free_cpus + 1e-9:
                 return  # FIFO: later jobs wait behind the head
-            self._start(job)
+            try:
+                self._start(job)
+            except Exception as exc:  # that job fails; the agent goes on serving
+                self._start_failed(job["id"], exc)
+
+    def _start_failed(self, job_id: int, exc: Exception) -> None:
+        running = self.running.get(job_id)
+        if running is not None:
+            for runner, process in zip(self.runners, running.processes, strict=False):
+                with contextlib.suppress(Exception):
+                    runner.kill(process)
+        log = self.log_path(job_id)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as out:
+            out.write(f"skyhop: the job could not start: {type(exc).__name__}: {exc}\n")
+        self._job_done(job_id, FAILED, 127)
 
     def _start(self, job: dict[str, Any]) -> None:
         job_id = job["id"]
@@ -205,10 +316,19 @@ class Agent:
         self.running[job_id] = running
         n = job["num_nodes"]
         ips = [node.get("address") or "127.0.0.1" for node in self.nodes[:n]]
+        # A local node's command line is an exec(2) argument (at most 128 KiB): the run
+        # goes in a file that the shell reads instead (a remote node's goes on stdin).
+        script = log.parent / "run.sh"
+        fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(run)
         for rank in range(n):
             node_env = {**env, **rank_env(self.name, job, rank, ips,
                                           self.capacity["gpus"], self.nodes)}
-            running.processes.append(self.runners[rank].spawn(run, env=node_env))
+            runner = self.runners[rank]
+            command = f". {shlex.quote(str(script))}" if isinstance(runner, LocalRunner) \
+                else run
+            running.processes.append(runner.spawn(command, env=node_env))
         threading.Thread(target=self._pump, args=(running, log, n), daemon=True).start()
 
     def _pump(self, running: Running, log: Path, n: int) -> None:
@@ -310,23 +430,55 @@ class Agent:
 
     # -- server --------------------------------------------------------------------------
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One request per connection. Whatever a client sends, it gets an error reply at
+        worst: the agent itself never stops because of a request."""
         try:
-            line = await reader.readline()
-            if not line:
+            try:
+                request = await _read_message(reader)
+            except ValueError as exc:  # too large, not JSON, not UTF-8
+                await _send(writer, {"ok": False, "error": f"bad request: {exc}"})
                 return
-            request = json.loads(line)
+            if request is None:
+                return
+            if not isinstance(request, dict):
+                await _send(writer, {"ok": False, "error": "bad request: not a mapping"})
+                return
+            refusal = self._refusal(request, writer)
+            if refusal:
+                await _send(writer, {"ok": False, "refused": True, "error": refusal})
+                return
             if request.get("op") == "logs":
                 await self._stream_logs(request, writer)
             else:
                 response = self._respond(request)
-                writer.write(json.dumps(response).encode() + b"\n")
-                await writer.drain()
+                await _send(writer, response)
                 if request.get("op") == "shutdown":
                     asyncio.get_running_loop().call_soon(self._shutdown)
-        except (ConnectionError, json.JSONDecodeError):
+        except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except Exception:  # a bug: logged (agent.log), an error reply, serving on
+            traceback.print_exc()
+            with contextlib.suppress(Exception):
+                await _send(writer, {"ok": False, "error": "the agent failed on this request "
+                                                           "(see agent.log on the head node)"})
         finally:
             writer.close()
+
+    def _refusal(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> str | None:
+        """Why a request is refused: another user (the socket's folder already keeps them
+        out; this holds if it were opened up), or not this cluster's token (another skyhop
+        home on the same login, or a stale client)."""
+        sock = writer.get_extra_info("socket")
+        if sock is not None and hasattr(socket, "SO_PEERCRED"):
+            _, uid, _ = struct.unpack("3i", sock.getsockopt(
+                socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+            if uid != os.getuid():
+                return "refused: not the cluster's owner"
+        token = request.pop("token", None)
+        if not self.token or not isinstance(token, str) or not hmac.compare_digest(token.encode(),
+                                                                 self.token.encode()):
+            return "refused: wrong or missing cluster token"
+        return None
 
     def _respond(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
@@ -340,6 +492,7 @@ class Agent:
             if op == "cancel":
                 return {"ok": True, "cancelled": self.cancel(request.get("job_ids"))}
             if op == "autostop":
+                _check_autostop(request)
                 self.autostop = {"idle_minutes": request.get("idle_minutes"),
                                  "down": bool(request.get("down")),
                                  "wait_for": request.get("wait_for"),
@@ -349,8 +502,8 @@ class Agent:
             if op == "shutdown":
                 self.cancel(None)
                 return {"ok": True}
-            return {"ok": False, "error": f"unknown request {op!r}"}
-        except (ValueError, KeyError) as exc:
+            return {"ok": False, "error": f"unknown request {str(op)[:80]!r}"}
+        except (ValueError, KeyError, TypeError) as exc:
             return {"ok": False, "error": str(exc)}
 
     async def _stream_logs(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
@@ -369,8 +522,7 @@ class Agent:
         job_id = request.get("job_id") or (self.jobs()[-1]["id"] if self.jobs() else None)
         job = self.job(job_id) if job_id is not None else None
         if job is None:
-            writer.write(json.dumps({"ok": False, "error": f"no job {job_id}"}).encode() + b"\n")
-            await writer.drain()
+            await _send(writer, {"ok": False, "error": f"no job {job_id}"})
             return
         path = self.log_path(job_id)
         offset = int(request.get("offset") or 0)  # bytes the client already has
@@ -385,8 +537,7 @@ class Agent:
                 break
             with contextlib.suppress(TimeoutError):  # new output is polled; the end is not
                 await asyncio.wait_for(done.wait(), timeout=0.05)
-        writer.write(json.dumps({"end": True, "job": job, "offset": offset}).encode() + b"\n")
-        await writer.drain()
+        await _send(writer, {"end": True, "job": job, "offset": offset})
 
     @staticmethod
     async def _send_log(path: Path, offset: int, final: bool,
@@ -405,10 +556,22 @@ class Agent:
                     break
                 offset += keep
                 fh.seek(offset)
-                writer.write(json.dumps({"data": chunk[:keep].decode(errors="replace"),
-                                         "offset": offset}).encode() + b"\n")
-                await writer.drain()
+                await _send(writer, {"data": chunk[:keep].decode(errors="replace"),
+                                     "offset": offset})
         return offset
+
+    def _listen(self) -> socket.socket:
+        """The listening socket, in the agent's folder, which only its owner can enter."""
+        os.umask(0o077)
+        self.dir.chmod(0o700)
+        path = socket_path(str(self.dir))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a previous agent's (it is gone: a cluster has one agent)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with short_unix_path(path) as address:
+            sock.bind(address)
+        os.chmod(path, 0o600)
+        return sock
 
     def _shutdown(self) -> None:
         if self.server is not None:
@@ -418,8 +581,7 @@ class Agent:
     async def serve(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
-        self.server = await asyncio.start_unix_server(self.handle,
-                                                      path=socket_name(self.info["agent_dir"]))
+        self.server = await asyncio.start_unix_server(self.handle, sock=self._listen())
         (self.dir / "agent.pid").write_text(str(os.getpid()))
         while not self.stopping.is_set():
             self.changed.clear()
@@ -430,6 +592,34 @@ class Agent:
                 await asyncio.wait_for(self.changed.wait(), timeout=1.0)
         while self.running:  # let cancelled jobs finish dying
             await asyncio.sleep(0.05)
+
+
+def _check_autostop(request: dict[str, Any]) -> None:
+    minutes = request.get("idle_minutes")
+    if minutes is not None and (isinstance(minutes, bool) or not isinstance(
+            minutes, (int, float)) or not minutes >= 0):
+        raise ValueError("autostop: idle_minutes must be a number >= 0 or null")
+    if request.get("wait_for") not in (None, "jobs_and_ssh", "jobs", "none"):
+        raise ValueError("autostop: wait_for must be jobs_and_ssh, jobs or none")
+    if request.get("command") is not None and not isinstance(request["command"], str):
+        raise ValueError("autostop: command must be a string or null")
+
+
+async def _read_message(reader: asyncio.StreamReader) -> Any:
+    """One message, or None at a clean end of the stream."""
+    try:
+        header = await reader.readexactly(HEADER_SIZE)
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise
+        return None
+    body = await reader.readexactly(message_size(header))
+    return json.loads(body)
+
+
+async def _send(writer: asyncio.StreamWriter, message: Any) -> None:
+    writer.write(encode_message(message))
+    await writer.drain()
 
 
 def _node_runner(node: dict[str, Any]) -> Runner:

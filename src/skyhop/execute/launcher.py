@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from skyhop import paths
 from skyhop.errors import UserError
 from skyhop.execute import sync
-from skyhop.execute.agent_client import AgentClient
+from skyhop.execute.agent import TOKEN_FILE
+from skyhop.execute.agent_client import AgentClient, agent_token, check_job_fits, new_token_nonce
 from skyhop.execute.reconcile import owner_alive, owner_tag
 from skyhop.execute.report import PlainReporter, Reporter
 from skyhop.execute.runner import LocalRunner, Runner
@@ -169,6 +170,7 @@ def resolve_env(task: Task, overrides: dict[str, str]) -> tuple[dict[str, str],
         raise UserError(f"no value for {', '.join(missing)}",
                         where=task.where("envs" if missing[0] in envs else "secrets"),
                         hint=f"pass --env {missing[0]}=VALUE")
+    check_job_fits(task.run or "true", envs, secret_values)  # type: ignore[arg-type]
     return envs, secret_values  # type: ignore[return-value]
 
 
@@ -210,7 +212,9 @@ class Launcher:
 
     def agent(self, record: ClusterRecord) -> AgentClient:
         head = self.runners(record)[0]
-        return AgentClient(record.name, record.handle["agent_dir"], head.connect_agent)
+        nonce = record.handle.get("agent_nonce")
+        return AgentClient(record.name, record.handle["agent_dir"], head.connect_agent,
+                           agent_token(nonce) if nonce else None)
 
     def _start_agent(self, record: ClusterRecord) -> None:
         runners = self.runners(record)
@@ -236,6 +240,10 @@ class Launcher:
                              if record.autostop_minutes is not None else None)}
         info_path = f"{agent_dir}/cluster.json"
         head.write_file(info_path, json.dumps(info).encode())
+        # A new token for each agent: the node keeps it (0600), the handle only its nonce.
+        nonce = new_token_nonce()
+        head.write_file(f"{agent_dir}/{TOKEN_FILE}", agent_token(nonce).encode())
+        self.store.update(record.name, handle={**record.handle, "agent_nonce": nonce})
         env = {}
         if isinstance(head, LocalRunner):
             # The agent runs `skyhop stop|down` for autostop: it must find this same state.

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -270,11 +270,26 @@ def connect_unix(address: str, timeout: float | None = 10.0):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(address)
+        with short_unix_path(address) as path:
+            sock.connect(path)
     except OSError:
         sock.close()
         raise
     return sock
+
+
+@contextlib.contextmanager
+def short_unix_path(path: str) -> Iterator[str]:
+    """`path` itself, or, when it is too long for a Unix socket address (108 bytes), the
+    same file reached through an open descriptor of its folder: /proc/self/fd/N/NAME."""
+    if len(os.fsencode(path)) < 100:
+        yield path
+        return
+    folder = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{folder}/{os.path.basename(path)}"
+    finally:
+        os.close(folder)
 
 
 def _stat(pid: str) -> tuple[str, int] | None:

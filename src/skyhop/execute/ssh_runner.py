@@ -533,7 +533,8 @@ class _DrainedSink(io.RawIOBase):
 
 class AgentChannel:
     """A socket-like stream to the agent's Unix socket on the node, over an SSH channel
-    running a tiny bridge there (abstract sockets cannot be forwarded)."""
+    running a tiny bridge there (it copies bytes both ways; the token travels inside the
+    request, never on a command line)."""
 
     def __init__(self, process: Any):
         self._process = process
@@ -568,9 +569,14 @@ class AgentChannel:
 
 _BRIDGE = """
 import os, socket, sys, threading
+path = sys.argv[1]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 try:
-    s.connect("\\0" + sys.argv[1])
+    if len(path.encode()) < 100:
+        s.connect(path)
+    else:  # too long for a socket address: through a descriptor of its folder
+        d = os.open(os.path.dirname(path), os.O_RDONLY)
+        s.connect("/proc/self/fd/%d/%s" % (d, os.path.basename(path)))
 except OSError:
     sys.exit(3)
 def up():
@@ -593,7 +599,6 @@ async def _open_agent_channel(runner: SSHRunner, address: str) -> AgentChannel:
     """A stream to the agent; when it does not listen the stream just ends (the client
     reports the agent as unreachable)."""
     conn = await runner._connection()
-    name = address.lstrip("\0")
     process = await conn.create_process(
-        f"python3 -c {shlex.quote(_BRIDGE)} {shlex.quote(name)}", encoding=None)
+        f"python3 -c {shlex.quote(_BRIDGE)} {shlex.quote(address)}", encoding=None)
     return AgentChannel(process)
