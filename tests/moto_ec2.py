@@ -16,7 +16,8 @@ with `"reset": true` (and no code) instead drops the connection with a TCP reset
 flaky network or proxy does. `"action": "*"` matches every action. A rule with
 `"armed_by": "RunInstances"` acts only once such a request has gone through to moto, and one
 with `"for_s": 20` only for that many seconds (from being armed, or else from being set):
-"20 s of connection resets right after RunInstances".
+"20 s of connection resets right after RunInstances". Requests signed with an access key
+id starting with `nofault` are never faulted (a test's own view of the cloud).
 
 Real EC2 sends server errors (InsufficientInstanceCapacity, RequestLimitExceeded, ...) with
 HTTP 5xx and client errors (VcpuLimitExceeded, AuthFailure, ...) with 4xx; botocore retries
@@ -62,7 +63,7 @@ class FaultMiddleware:
     def __call__(self, environ: dict, start_response: Any) -> Any:
         if environ.get("PATH_INFO") == "/_faults":
             return self._manage(environ, start_response)
-        if self.rules:
+        if self.rules and "Credential=nofault" not in environ.get("HTTP_AUTHORIZATION", ""):
             raw = _read_body(environ)
             params = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
             params.update({k: v[0] for k, v in
