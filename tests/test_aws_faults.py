@@ -226,3 +226,13 @@ def test_an_unreachable_endpoint_is_a_user_error_and_refresh_goes_on(env, tmp_pa
     assert "c-far: could not check aws: AWS endpoint unreachable" in refreshed.stderr
     assert "c-local: its launch was interrupted" in refreshed.stderr
     assert "please report" not in refreshed.stderr
+
+
+def test_gc_goes_on_past_a_region_that_fails(env, ec2):
+    from skyhop.execute.reconcile import gc
+
+    [node] = AwsProvider().provision(ClusterSpec("c-lost2", 1), placement(num_nodes=1), 1)
+    env(regions=["xx-nowhere-9", REGION_NAME])  # moto knows no such region
+    report = gc()
+    assert report.terminated.get("c-lost2") == [node.instance_id], report
+    assert any("xx-nowhere-9" in e for e in report.errors), report

@@ -183,6 +183,8 @@ def gc(store: ClusterStore | None = None) -> Report:
             if collect is not None:
                 for line in collect(known, busy.get(name, set())):
                     report.changes.append(f"{name}: deleted {line} (no cluster owns it)")
+            report.errors += [f"{name}: could not check {where}"
+                              for where in getattr(provider, "scan_errors", [])]
         except UserError as exc:
             report.errors.append(f"{name}: {exc.message.splitlines()[0]}")
     for path in _stale_known_hosts(known):

@@ -147,6 +147,7 @@ class AwsProvider:
         self._keys: dict[str, str] = {}  # region -> key pair name
         self._used: dict[str, set[str]] = {}  # cluster -> regions it was launched in here
         self._all_regions: list[str] | None = None
+        self.scan_errors: list[str] = []  # regions `orphans`/`collect` could not check
 
     # --- Provider protocol ----------------------------------------------------------------
 
@@ -267,7 +268,8 @@ class AwsProvider:
         """{cluster: instance ids} of tagged instances whose cluster skyhop does not know."""
         regions = list(_settings().get("regions") or []) or self._enabled_regions()
         found: dict[str, list[str]] = {}
-        for item in self.all_tagged(regions):
+        self.scan_errors = []
+        for item in self._scan(regions, lambda r: self.all_tagged([r]), self.scan_errors):
             if item["cluster"] not in known and item["state"] != "shutting-down":
                 found.setdefault(item["cluster"], []).append(item["instance_id"])
                 self._used.setdefault(item["cluster"], set()).add(item["region"])
@@ -315,7 +317,7 @@ class AwsProvider:
                         done.append(f"key pair {key_name} in {region}")
             return done
 
-        return self._scan(regions, one)
+        return self._scan(regions, one, self.scan_errors)
 
     def _delete_groups(self, region: str, cluster_name: str, wait_s: float) -> list[str]:
         """Delete the cluster's security groups in `region` (a group still held by a
@@ -479,14 +481,14 @@ class AwsProvider:
         return names[zone_id]
 
     def _regions_for(self, cluster_name: str, region: str | None) -> list[str]:
-        """Where to look for a cluster: the given region; else every region this object or
-        the cluster's row knows it touched (its region, and `handle.regions`: each region
-        an attempt made anything in) plus config `aws.regions`; else every enabled region
-        (slow, correct)."""
+        """Where to look for a cluster: the given region; else every region this object
+        or the cluster's row knows it touched (its region, and `handle.created`: each
+        region an attempt made anything in); else config `aws.regions`; else every enabled
+        region (slow, correct)."""
         if region:
             return [region]
-        known = self._used.get(cluster_name, set()) | set(_settings().get("regions") or [])
-        known |= set(touched_regions(cluster_name))
+        known = self._used.get(cluster_name, set()) | set(touched_regions(cluster_name))
+        known = known or set(_settings().get("regions") or [])
         return sorted(known) if known else self._enabled_regions()
 
     def _enabled_regions(self) -> list[str]:
@@ -498,11 +500,23 @@ class AwsProvider:
                                        if r.get("OptInStatus") != "not-opted-in")
         return self._all_regions
 
-    def _scan(self, regions: list[str], fn: Callable[[str], list]) -> list:
+    def _scan(self, regions: list[str], fn: Callable[[str], list],
+              errors: list[str] | None = None) -> list:
+        """fn(region) for every region, concatenated. With `errors`, a region that fails
+        is skipped and said there (`gc` goes on past it); without, its error is raised."""
+        def guarded(region: str) -> list:
+            try:
+                return fn(region)
+            except UserError as exc:
+                if errors is None:
+                    raise
+                errors.append(f"{region}: {exc.message.splitlines()[0]}")
+                return []
+
         if len(regions) <= 1:
-            return [x for r in regions for x in fn(r)]
+            return [x for r in regions for x in guarded(r)]
         with ThreadPoolExecutor(max_workers=min(8, len(regions))) as pool:
-            return [x for part in pool.map(fn, regions) for x in part]
+            return [x for part in pool.map(guarded, regions) for x in part]
 
     # --- regional resources ---------------------------------------------------------------
 

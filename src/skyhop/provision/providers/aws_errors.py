@@ -132,6 +132,13 @@ def translate(exc: BaseException, *, region: str | None = None, zone: str | None
                                    "try again")
     if isinstance(exc, bx.BotoCoreError):
         return TransientError(f"AWS client error: {exc}{suffix}", **where)
+    from botocore.parsers import ResponseParserError
+
+    if isinstance(exc, ResponseParserError):  # an HTML error page: a proxy, a wrong endpoint
+        first = str(exc).splitlines()[0]
+        return TransientError(f"AWS endpoint gave an answer that is not EC2's: {first}"
+                              f"{suffix}", **where,
+                              hint="check AWS_ENDPOINT_URL, a proxy, and the region name")
     return None
 
 
