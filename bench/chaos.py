@@ -150,7 +150,7 @@ def chaos(server, env: dict, task: Path, kills: int, rng: random.Random) -> None
                                     str(task), "-c", f"chaos{i}", "-d"], cwd=ROOT, env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    start_new_session=True)
-        wait = rng.uniform(0.5, 10.0)
+        wait = rng.uniform(0.5, 25.0)
         try:
             code = process.wait(timeout=wait)
             print(f"  round {i:2}: {'+'.join(kinds):40} finished by itself (exit {code})")
@@ -215,4 +215,5 @@ def report(env: dict, clients: dict, home: Path, label: str, reconcile: bool) ->
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)
     main()
