@@ -116,16 +116,17 @@ def _refresh_one(store: ClusterStore, record: ClusterRecord, report: Report) -> 
         return
     if record.status == INIT or not record.nodes:
         return
-    # Ids, not counts: a node the row does not list is an earlier attempt's leftover.
+    # Ids, not counts: a node the row does not list is an earlier attempt's leftover. Only
+    # a provider that collects by id (`sweep`) is asked: the local one ends a whole cluster.
     node_ids = {n.instance_id for n in record.nodes}
     stray = [i for i in ids if i not in node_ids]
-    if stray:
+    truth = [i for i in truth if i.instance_id in node_ids]
+    sweep = getattr(provider, "sweep", None)
+    if sweep is not None and stray:
         provider.terminate(record.name, stray)
         report.terminated[record.name] = stray
         report.changes.append(f"{record.name}: {len(stray)} node(s) no launch kept "
                               f"({', '.join(stray)}); terminated")
-    truth = [i for i in truth if i.instance_id in node_ids]
-    sweep = getattr(provider, "sweep", None)
     if sweep is not None and truth:
         for line in sweep(record.name, [i.instance_id for i in truth]):
             report.changes.append(f"{record.name}: deleted {line} (an earlier attempt's)")
