@@ -11,7 +11,14 @@ Faults: `server.set_faults([...])` (HTTP `POST /_faults`) replaces the rule list
      "message": "...",                                        # optional
      "times": 4}                                              # how often; absent = forever
 
-answers the first matching request with that EC2 error instead of passing it to moto.
+answers the first matching request with that EC2 error instead of passing it to moto; a rule
+with `"reset": true` (and no code) instead drops the connection with a TCP reset, as a
+flaky network or proxy does. `"action": "*"` matches every action. A rule with
+`"armed_by": "RunInstances"` acts only once such a request has gone through to moto, and one
+with `"for_s": 20` only for that many seconds (from being armed, or else from being set):
+"20 s of connection resets right after RunInstances". Requests signed with an access key
+id starting with `nofault` are never faulted (a test's own view of the cloud).
+
 Real EC2 sends server errors (InsufficientInstanceCapacity, RequestLimitExceeded, ...) with
 HTTP 5xx and client errors (VcpuLimitExceeded, AuthFailure, ...) with 4xx; botocore retries
 5xx and throttling codes, so a rule meant to reach the caller needs `times` >= the client's
@@ -56,12 +63,16 @@ class FaultMiddleware:
     def __call__(self, environ: dict, start_response: Any) -> Any:
         if environ.get("PATH_INFO") == "/_faults":
             return self._manage(environ, start_response)
-        if self.rules:
+        if self.rules and "Credential=nofault" not in environ.get("HTTP_AUTHORIZATION", ""):
             raw = _read_body(environ)
             params = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
             params.update({k: v[0] for k, v in
                            parse_qs(raw.decode(errors="replace")).items()})
             rule = self._take(params)
+            if rule is None:
+                self._arm(params.get("Action"))
+            if rule is not None and rule.get("reset"):
+                return _reset(environ, start_response)
             if rule is not None:
                 return _ec2_error(rule, params, start_response)
         return self.app(environ, start_response)
@@ -71,7 +82,7 @@ class FaultMiddleware:
         with self.lock:
             if method == "POST":
                 rules = json.loads(_read_body(environ) or b"[]")
-                self.rules = [{**r, "hits": 0} for r in rules]
+                self.rules = [{**r, "hits": 0, "set_at": time.time()} for r in rules]
             elif method == "DELETE":
                 self.rules = []
             body = json.dumps(self.rules).encode()
@@ -79,10 +90,21 @@ class FaultMiddleware:
                                   ("Content-Length", str(len(body)))])
         return [body]
 
+    def _arm(self, action: str | None) -> None:
+        with self.lock:
+            for rule in self.rules:
+                if rule.get("armed_by") == action and "armed_at" not in rule:
+                    rule["armed_at"] = time.time()
+
     def _take(self, params: dict[str, str]) -> dict[str, Any] | None:
         with self.lock:
             for rule in self.rules:
-                if params.get("Action") != rule["action"]:
+                if rule["action"] not in ("*", params.get("Action")):
+                    continue
+                if rule.get("armed_by") and "armed_at" not in rule:
+                    continue
+                since = rule.get("armed_at", rule["set_at"])
+                if rule.get("for_s") is not None and time.time() - since > rule["for_s"]:
                     continue
                 if any(params.get(k) != v for k, v in rule.get("match", {}).items()):
                     continue
@@ -101,6 +123,19 @@ def _read_body(environ: dict) -> bytes:
     raw = environ["wsgi.input"].read(n) if n else b""
     environ["wsgi.input"] = io.BytesIO(raw)
     return raw
+
+
+def _reset(environ: dict, start_response: Any) -> list[bytes]:
+    """Drop the client's connection before any answer: shut down now, and reset (SO_LINGER
+    0) when the server closes it."""
+    import socket
+    import struct
+
+    sock = environ["werkzeug.socket"]
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.shutdown(socket.SHUT_RDWR)
+    start_response("500 Reset", [("Content-Length", "0")])
+    return [b""]
 
 
 def _ec2_error(rule: dict[str, Any], params: dict[str, str], start_response: Any

@@ -15,6 +15,7 @@ from skyhop import config
 from skyhop.optimizer.plan import Placement
 from skyhop.provision.base import ClusterSpec, Instance
 from skyhop.provision.errors import (
+    NOWHERE,
     PROVIDER,
     REGION,
     ZONE,
@@ -22,6 +23,7 @@ from skyhop.provision.errors import (
     CapacityError,
     InvalidRequestError,
     QuotaError,
+    ThrottledError,
     TransientError,
 )
 from skyhop.provision.providers import aws
@@ -103,7 +105,8 @@ def env(server, vpc, tmp_path, monkeypatch):
 
     def write(**aws_section):
         # No SSH server stands behind moto's fake addresses: skip the port-22 wait.
-        settings = {"wait_for_ssh": False, "api_max_attempts": 2, "image_id": NEW_JAMMY}
+        settings = {"wait_for_ssh": False, "api_max_attempts": 2, "image_id": NEW_JAMMY,
+                    "backoff_attempts": 3, "backoff_base_s": 0.01, "cleanup_timeout_s": 5}
         settings.update(aws_section)
         (tmp_path / "config.yaml").write_text(yaml.safe_dump(
             {"aws": {k: v for k, v in settings.items() if v is not None}}))
@@ -266,7 +269,7 @@ def test_failed_cleanup_is_reported_on_the_error(env, ec2, server):
     ("AuthFailure", 401, AuthError, PROVIDER),
     ("Unsupported", 400, ZoneUnusableError, ZONE),
     ("InvalidParameterValue", 400, InvalidRequestError, REGION),
-    ("RequestLimitExceeded", 503, TransientError, ZONE),
+    ("RequestLimitExceeded", 503, ThrottledError, NOWHERE),  # blocks no zone
 ])
 def test_ec2_errors_are_classified(env, ec2, server, code, status, cls, scope):
     server.set_faults([{"action": "RunInstances", "code": code, "status": status,
@@ -274,10 +277,12 @@ def test_ec2_errors_are_classified(env, ec2, server, code, status, cls, scope):
     with pytest.raises(cls) as info:
         AwsProvider().provision(ClusterSpec(f"c-{code.lower()}", 1), placement(), 1)
     err = info.value
-    assert err.scope == scope and err.retry_same == (cls is TransientError)
+    assert err.scope == scope and err.retry_same == issubclass(cls, TransientError)
     assert code in err.message and f"AWS says {code}" in err.message
     assert (err.region, err.zone, err.instance_type) == (REGION_NAME, "use1-az2", "g5.xlarge")
     expected_hits = 2 if status >= 500 else 1  # botocore retries 5xx/throttling only
+    if issubclass(cls, TransientError):  # then skyhop backs off and tries again (backoff_attempts)
+        expected_hits *= 3
     assert server.faults()[0]["hits"] == expected_hits
     assert described(ec2, f"c-{code.lower()}", LIVE) == []
 

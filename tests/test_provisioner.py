@@ -353,3 +353,39 @@ def _one(provider: Any) -> Callable[[str], Any]:
         return provider
 
     return get
+
+
+# --- bounds: escalation to dearer types -----------------------------------------------------
+
+
+def _typed_offer(instance_type: str, spot_price: float) -> Offer:
+    return Offer("sim", "r1", "r1a", instance_type, "V100", 1.0, 8.0, 61.0, 16.0,
+                 3 * spot_price, spot_price, False, "x86_64")
+
+
+# Four types, each dearer than the last; none has capacity.
+LADDER = Catalog.from_offers([_typed_offer("t.a", 1.0), _typed_offer("t.b", 1.5),
+                              _typed_offer("t.c", 2.5), _typed_offer("t.d", 5.0)])
+
+
+def test_escalation_to_dearer_types_stops_at_the_price_bound():
+    from skyhop.provision.provisioner import ESCALATION_FACTOR
+
+    cloud = FakeCloud("sim", {"r1a": CapacityError})
+    provisioner = Provisioner(LADDER, [], {"sim": cloud}.__getitem__, clock=VirtualClock(START))
+    with pytest.raises(ProvisionFailed) as info:
+        provisioner.provision("c", _task())
+    tried = [h.placement.instance_type for h in info.value.history]
+    assert tried == ["t.a", "t.b"]  # t.c costs more than 2x t.a
+    assert ESCALATION_FACTOR == 2.0 and "max_hourly_cost" in info.value.message
+
+
+def test_max_hourly_cost_replaces_the_escalation_bound():
+    cloud = FakeCloud("sim", {"r1a": CapacityError})
+    provisioner = Provisioner(LADDER, [], {"sim": cloud}.__getitem__, clock=VirtualClock(START))
+    task = Task(run="true", resources=Resources(accelerators="V100:1", use_spot=True,
+                                                max_hourly_cost=10.0))
+    with pytest.raises(ProvisionFailed) as info:
+        provisioner.provision("c", task)
+    assert [h.placement.instance_type for h in info.value.history] == ["t.a", "t.b", "t.c",
+                                                                       "t.d"]

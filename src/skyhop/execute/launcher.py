@@ -272,7 +272,9 @@ class Launcher:
             self.store.set_nodes(name, [Node(i.rank, i.instance_id, i.address, i.info)
                                         for i in instances])
             head_home = provider.runner(name, instances[0]).resolve(f"~/{AGENT_DIR}")
-            self.store.update(name, handle={"agent_dir": head_home})
+            current = self.store.get(name)
+            handle = current.handle if current is not None else {}
+            self.store.update(name, handle={**handle, "agent_dir": head_home})
             record = self.store.get(name)
             assert record is not None
             self._start_agent(record)
@@ -308,8 +310,23 @@ class Launcher:
         placement, instances, _ = provisioner.provision(
             name, task, first=placement, on_placement=on_placement,
             retry_until_up=retry_until_up, tags={"skyhop-owner": _owner()},
-            blocklist=blocklist)
+            blocklist=blocklist, created=lambda *made: self._record_created(name, *made))
         return placement, instances
+
+    def _record_created(self, name: str, provider: str, region: str | None,
+                        ids: list[str]) -> None:
+        """Every id a provider returns, and every region it made anything in, go into the
+        row's `handle.created` ({provider: {region: [ids]}}) at once, so `down` and
+        `status --refresh` find them whatever fails next."""
+        record = self.store.get(name)
+        if record is None:
+            return
+        handle = dict(record.handle or {})
+        created = {p: dict(r) for p, r in (handle.get("created") or {}).items()}
+        known = created.setdefault(provider, {}).setdefault(region or "", [])
+        if ids or not known:
+            created[provider][region or ""] = sorted({*known, *ids})
+            self.store.update(name, handle={**handle, "created": created})
 
     def _wait_for(self, name: str, timeout: float = 300.0) -> ClusterRecord:
         """Another process is creating this cluster: wait for it, then reuse it."""
@@ -334,9 +351,16 @@ class Launcher:
         if record.handle.get("agent_dir"):
             with contextlib.suppress(UserError):
                 self.agent(record).shutdown()
-        ids = [n.instance_id for n in record.nodes] or [
-            i.instance_id for i in provider.instances(name)]
-        provider.terminate(name, ids)
+        created = record.handle.get("created") or {}
+        # Other providers an earlier attempt made something in (failover), then this one.
+        for other in sorted(set(created) - {record.provider}):
+            leftover = registry.get(other)
+            leftover.terminate(name, [i for ids in created[other].values() for i in ids])
+            leftover.teardown(name)
+        recorded = [n.instance_id for n in record.nodes] + [
+            i for ids in created.get(record.provider, {}).values() for i in ids]
+        found = [i.instance_id for i in provider.instances(name)]
+        provider.terminate(name, sorted({*recorded, *found}))
         provider.teardown(name)
         self.store.remove(name)
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from skyhop.catalog.offer import Offer
     from skyhop.execute.runner import Runner
     from skyhop.optimizer.plan import Placement
@@ -21,6 +23,10 @@ class ClusterSpec:
     name: str
     num_nodes: int
     tags: dict[str, str] = field(default_factory=dict)
+    # Called by the provider as soon as it has made something that must be cleaned up, before
+    # anything else can fail: (region, instance ids just returned), or (region, []) for other
+    # resources (a security group), so state knows every id and every region touched.
+    created: Callable[[str | None, list[str]], None] | None = None
 
 
 @dataclass

@@ -14,6 +14,9 @@ Credentials come from boto3's standard chain (env, `~/.aws`, SSO, ...); `AWS_END
     disk_size_gb: 256        # root volume (gp3)
     regions: [us-east-1]     # where to look for a cluster when its region is not given
     api_max_attempts: 3      # botocore attempts per call (standard retry mode)
+    backoff_attempts: 5      # while AWS throttles or cannot be reached: tries per call, ...
+    backoff_base_s: 1.0      # ... waiting 1, 2, 4, 8 s (with jitter) in between
+    cleanup_timeout_s: 600   # a failed launch's nodes are terminated until AWS confirms
     instance_role: false     # true: trust the EC2 instance role (is_enabled can't probe IMDS)
     wait_for_ssh: true       # false only for tests and debugging (no SSH server behind moto)
 
@@ -27,6 +30,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,14 +39,20 @@ from typing import TYPE_CHECKING, Any
 from skyhop import config
 from skyhop.errors import UserError
 from skyhop.provision.base import MULTI_NODE, OPEN_PORTS, SPOT, STOP, ClusterSpec, Instance
-from skyhop.provision.errors import CapacityError, InvalidRequestError, TransientError
+from skyhop.provision.errors import (
+    CapacityError,
+    InvalidRequestError,
+    TransientError,
+)
 from skyhop.provision.providers import aws_network as net
 from skyhop.provision.providers.aws_errors import (
     ERROR_CLASSES,
     NO_CREDENTIALS_HINT,
+    BackoffClient,
     ZoneUnusableError,
     code_of,
     translating,
+    with_backoff,
 )
 from skyhop.provision.providers.aws_images import image_key, resolve_image
 from skyhop.provision.providers.aws_network import CLUSTER_TAG, SSH_PORT, tag, tags
@@ -72,6 +82,12 @@ def _per_region(value: Any, region: str) -> str | None:
     return value.get(region) if isinstance(value, dict) else value
 
 
+def _backoff(settings: dict[str, Any]) -> tuple[int, float]:
+    """(tries per call, first wait) while AWS throttles or cannot be reached."""
+    return (max(1, int(settings.get("backoff_attempts", 5))),
+            float(settings.get("backoff_base_s", 1.0)))
+
+
 def _poll_s() -> float:
     return float(os.environ.get("SKYHOP_AWS_POLL_S") or POLL_S)
 
@@ -97,6 +113,20 @@ def _credential_hints() -> bool:
     return any(Path(f).expanduser().exists() for f in files)
 
 
+def touched_regions(cluster_name: str) -> list[str]:
+    """The AWS regions the cluster's row says it made anything in (`handle.created`, kept
+    by the launcher for every attempt, whichever provider it finally landed on)."""
+    from skyhop.state.clusters import ClusterStore
+
+    record = ClusterStore().get(cluster_name)
+    if record is None:
+        return []
+    regions = set(((record.handle or {}).get("created") or {}).get("aws", {}))
+    if record.provider == "aws" and record.region:
+        regions.add(record.region)
+    return sorted(regions)
+
+
 def known_hosts_file(cluster_name: str) -> Path:
     from skyhop import paths
 
@@ -117,6 +147,7 @@ class AwsProvider:
         self._keys: dict[str, str] = {}  # region -> key pair name
         self._used: dict[str, set[str]] = {}  # cluster -> regions it was launched in here
         self._all_regions: list[str] | None = None
+        self.scan_errors: list[str] = []  # regions `orphans`/`collect` could not check
 
     # --- Provider protocol ----------------------------------------------------------------
 
@@ -158,10 +189,14 @@ class AwsProvider:
         where = dict(region=region, zone=zone, instance_type=itype)
         settings = _settings()
         zone_name = self._zone_name(region, zone)
+        self._touch(cluster, region, [])  # the security group made next is cleaned up there
         network = self._prepare(region, zone, zone_name, cluster.name)
         image_id, root_device = self._image(region, placement)
         tag_list = tags({**cluster.tags, CLUSTER_TAG: cluster.name})
         request: dict[str, Any] = dict(
+            # One token per attempt: RunInstances retried after a lost answer (a throttle,
+            # a connection reset) returns the same instances instead of launching again.
+            ClientToken=f"skyhop-{uuid.uuid4()}",
             ImageId=image_id, InstanceType=itype, MinCount=count, MaxCount=count,
             KeyName=network.key_name,
             NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": network.subnet_id,
@@ -179,12 +214,11 @@ class AwsProvider:
             request["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
                 "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
         client = self._client(region)
-        # botocore adds a ClientToken to RunInstances: its retries cannot double-launch.
         with translating(**where):
             launched = client.run_instances(**request)["Instances"]
-        self._used.setdefault(cluster.name, set()).add(region)
         ids = [i["InstanceId"] for i in sorted(launched, key=lambda i: i.get("AmiLaunchIndex", 0))]
         try:
+            self._touch(cluster, region, ids)  # in state before anything else can fail
             with translating(**where):
                 for rank, instance_id in enumerate(ids):
                     self._retry_not_found(lambda i=instance_id, r=rank: client.create_tags(
@@ -193,11 +227,16 @@ class AwsProvider:
             return self._wait_ready(region, ids, where)
         except BaseException as exc:  # Ctrl-C included: never leave half a gang running
             try:
-                self._terminate_ids(region, ids)
+                self._terminate_confirmed(region, ids)
             except Exception as cleanup:
                 exc.add_note(f"terminating the partial launch failed too ({cleanup}): "
                              f"{', '.join(ids)} in {region} may still exist")
             raise
+
+    def _touch(self, cluster: ClusterSpec, region: str, ids: list[str]) -> None:
+        self._used.setdefault(cluster.name, set()).add(region)
+        if cluster.created is not None:
+            cluster.created(region, ids)
 
     def instances(self, cluster_name: str, region: str | None = None) -> list[Instance]:
         """The cluster's existing nodes (pending..stopped), found by the `skyhop-cluster` tag."""
@@ -229,11 +268,74 @@ class AwsProvider:
         """{cluster: instance ids} of tagged instances whose cluster skyhop does not know."""
         regions = list(_settings().get("regions") or []) or self._enabled_regions()
         found: dict[str, list[str]] = {}
-        for item in self.all_tagged(regions):
+        self.scan_errors = []
+        for item in self._scan(regions, lambda r: self.all_tagged([r]), self.scan_errors):
             if item["cluster"] not in known and item["state"] != "shutting-down":
                 found.setdefault(item["cluster"], []).append(item["instance_id"])
                 self._used.setdefault(item["cluster"], set()).add(item["region"])
         return found
+
+    def sweep(self, cluster_name: str, keep_ids: list[str]) -> list[str]:
+        """For a cluster that is up: delete its security groups in the regions it touched
+        but runs no node in (an earlier attempt's). What was deleted, one line each."""
+        done: list[str] = []
+        if not keep_ids:
+            return done
+        for r in self._regions_for(cluster_name, None):
+            if self._owned(r, cluster_name, keep_ids, [*LIVE_STATES, "shutting-down"]):
+                continue
+            done += self._delete_groups(r, cluster_name, wait_s=0)
+        return done
+
+    def collect(self, known: set[str], busy_regions: set[str]) -> list[str]:
+        """Delete what no known cluster owns: security groups tagged `skyhop-cluster` with
+        an unknown cluster (and no live node), and this home's key pair in regions where
+        no known cluster made anything and no skyhop node lives. One line per deletion."""
+        from skyhop.provision.keys import ensure_key
+
+        regions = list(_settings().get("regions") or []) or self._enabled_regions()
+        key_name = net.key_pair_name(ensure_key()[1])
+
+        def one(region: str) -> list[str]:
+            client = self._client(region)
+            live = self._describe(region, [
+                {"Name": "tag-key", "Values": [CLUSTER_TAG]},
+                {"Name": "instance-state-name", "Values": LIVE_STATES}])
+            used = {tag(i, CLUSTER_TAG) for i in live}
+            done: list[str] = []
+            with translating(region):
+                groups = client.describe_security_groups(Filters=[
+                    {"Name": "tag-key", "Values": [CLUSTER_TAG]}])["SecurityGroups"]
+            for cluster in sorted({tag(g, CLUSTER_TAG) for g in groups} - known - used):
+                done += self._delete_groups(region, cluster or "", wait_s=0)
+            if region not in busy_regions and not live:
+                with translating(region):
+                    pairs = client.describe_key_pairs(Filters=[
+                        {"Name": "key-name", "Values": [key_name]}])["KeyPairs"]
+                    if pairs:
+                        client.delete_key_pair(KeyName=key_name)
+                        done.append(f"key pair {key_name} in {region}")
+            return done
+
+        return self._scan(regions, one, self.scan_errors)
+
+    def _delete_groups(self, region: str, cluster_name: str, wait_s: float) -> list[str]:
+        """Delete the cluster's security groups in `region` (a group still held by a
+        terminating node's interface is left for the next sweep when wait_s is 0)."""
+        client = self._client(region)
+        done = []
+        with translating(region):
+            groups = client.describe_security_groups(Filters=[
+                {"Name": "group-name", "Values": [net.group_name(cluster_name)]}])
+            for group in groups["SecurityGroups"]:
+                try:
+                    net.delete_security_group(client, group["GroupId"], wait_s, _poll_s())
+                except Exception as exc:
+                    if wait_s or code_of(exc) != "DependencyViolation":
+                        raise
+                    continue
+                done.append(f"security group {group['GroupId']} ({cluster_name}) in {region}")
+        return done
 
     def runner(self, cluster_name: str, instance: Instance) -> SSHRunner:
         from skyhop.execute.ssh_runner import SSHRunner
@@ -348,10 +450,12 @@ class AwsProvider:
 
                 if self._session is None:
                     self._session = boto3.session.Session()
-                attempts = int(_settings().get("api_max_attempts", 3))
-                client = self._session.client("ec2", region_name=region, config=Config(
+                settings = _settings()
+                attempts = int(settings.get("api_max_attempts", 3))
+                raw = self._session.client("ec2", region_name=region, config=Config(
                     retries={"mode": "standard", "total_max_attempts": attempts},
                     connect_timeout=10, read_timeout=60))
+                client = BackoffClient(raw, *_backoff(settings))
                 self._clients[region] = client
         return client
 
@@ -377,17 +481,14 @@ class AwsProvider:
         return names[zone_id]
 
     def _regions_for(self, cluster_name: str, region: str | None) -> list[str]:
-        """Where to look for a cluster: the given region; else the regions this object
-        launched it in plus config `aws.regions`; else every enabled region (slow, correct)."""
+        """Where to look for a cluster: the given region; else every region this object
+        or the cluster's row knows it touched (its region, and `handle.created`: each
+        region an attempt made anything in); else config `aws.regions`; else every enabled
+        region (slow, correct)."""
         if region:
             return [region]
-        known = self._used.get(cluster_name, set()) | set(_settings().get("regions") or [])
-        if not known:  # the region the cluster's row recorded (written before launching)
-            from skyhop.state.clusters import ClusterStore
-
-            record = ClusterStore().get(cluster_name)
-            if record is not None and record.provider == self.name and record.region:
-                known = {record.region}
+        known = self._used.get(cluster_name, set()) | set(touched_regions(cluster_name))
+        known = known or set(_settings().get("regions") or [])
         return sorted(known) if known else self._enabled_regions()
 
     def _enabled_regions(self) -> list[str]:
@@ -399,11 +500,23 @@ class AwsProvider:
                                        if r.get("OptInStatus") != "not-opted-in")
         return self._all_regions
 
-    def _scan(self, regions: list[str], fn: Callable[[str], list]) -> list:
+    def _scan(self, regions: list[str], fn: Callable[[str], list],
+              errors: list[str] | None = None) -> list:
+        """fn(region) for every region, concatenated. With `errors`, a region that fails
+        is skipped and said there (`gc` goes on past it); without, its error is raised."""
+        def guarded(region: str) -> list:
+            try:
+                return fn(region)
+            except UserError as exc:
+                if errors is None:
+                    raise
+                errors.append(f"{region}: {exc.message.splitlines()[0]}")
+                return []
+
         if len(regions) <= 1:
-            return [x for r in regions for x in fn(r)]
+            return [x for r in regions for x in guarded(r)]
         with ThreadPoolExecutor(max_workers=min(8, len(regions))) as pool:
-            return [x for part in pool.map(fn, regions) for x in part]
+            return [x for part in pool.map(guarded, regions) for x in part]
 
     # --- regional resources ---------------------------------------------------------------
 
@@ -439,10 +552,13 @@ class AwsProvider:
     # --- instances ------------------------------------------------------------------------
 
     def _describe(self, region: str, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        with translating(region):
+        def listed() -> list[dict[str, Any]]:
             pages = self._client(region).get_paginator("describe_instances").paginate(
                 Filters=filters)
             return [i for page in pages for res in page["Reservations"] for i in res["Instances"]]
+
+        with translating(region):
+            return with_backoff(listed, *_backoff(_settings()))
 
     def _owned(self, region: str, cluster_name: str, ids: list[str], states: list[str]
                ) -> list[str]:
@@ -459,6 +575,26 @@ class AwsProvider:
             with translating(region):
                 self._retry_not_found(
                     lambda: self._client(region).terminate_instances(InstanceIds=ids))
+
+    def _terminate_confirmed(self, region: str, ids: list[str]) -> None:
+        """Terminate `ids` and look again until AWS shows each one shutting down or gone
+        (an id not listed yet is not confirmed: EC2 is eventually consistent), backing off
+        while AWS throttles or cannot be reached, for `cleanup_timeout_s`."""
+        deadline = time.monotonic() + float(_settings().get("cleanup_timeout_s", 600))
+        pause = _poll_s()
+        while True:
+            try:
+                states = {i["InstanceId"]: i["State"]["Name"] for i in self._describe(
+                    region, [{"Name": "instance-id", "Values": ids}])}
+                left = [i for i in ids if states.get(i) not in ("shutting-down", "terminated")]
+                if not left:
+                    return
+                self._terminate_ids(region, left)
+            except TransientError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 30.0)
 
     def _retry_not_found(self, call: Callable[[], Any], tries: int = 8) -> Any:
         """EC2 is eventually consistent: a just-launched id may be unknown for a moment."""
@@ -477,7 +613,13 @@ class AwsProvider:
         deadline = time.monotonic() + timeout
         filters = [{"Name": "instance-id", "Values": ids}]
         while True:
-            nodes = self._describe(region, filters)
+            try:
+                nodes = self._describe(region, filters)
+            except TransientError:  # throttled or unreachable a while: keep looking
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(_poll_s())
+                continue
             # (`stopped` right after StartInstances is eventual consistency, not failure)
             failed = [i for i in nodes if i["State"]["Name"] in ("shutting-down", "terminated")]
             if failed:

@@ -5,8 +5,11 @@ botocore is imported only when an error is being translated, never at import tim
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from skyhop.provision.errors import (
     ZONE,
@@ -15,6 +18,7 @@ from skyhop.provision.errors import (
     InvalidRequestError,
     ProvisionError,
     QuotaError,
+    ThrottledError,
     TransientError,
 )
 
@@ -71,11 +75,13 @@ ERROR_CLASSES: dict[str, type[ProvisionError]] = {
     "InvalidSubnetID": InvalidRequestError,
     "InvalidVpcID": InvalidRequestError,
     "InvalidGroup": InvalidRequestError,
-    # Throttling and AWS-side failures: the same place may work in a moment.
-    "RequestLimitExceeded": TransientError,
-    "Throttling": TransientError,
-    "ThrottlingException": TransientError,
-    "EC2ThrottledException": TransientError,
+    # Throttling is account- or region-wide: it says nothing about a zone (backed off on
+    # the same place, never blocked).
+    "RequestLimitExceeded": ThrottledError,
+    "Throttling": ThrottledError,
+    "ThrottlingException": ThrottledError,
+    "EC2ThrottledException": ThrottledError,
+    # AWS-side failures: the same place may work in a moment.
     "InternalError": TransientError,
     "InternalFailure": TransientError,
     "ServiceUnavailable": TransientError,
@@ -111,7 +117,8 @@ def translate(exc: BaseException, *, region: str | None = None, zone: str | None
         code = err.get("Code", "Unknown")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         cls = class_for_code(code, status)
-        return cls(f"AWS {code}: {err.get('Message', str(exc))}{suffix}", **where)
+        return cls(f"AWS {code}: {err.get('Message', str(exc))}{suffix}"
+                   f"{getattr(exc, 'skyhop_gave_up', '')}", **where)
     if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
         return AuthError(f"AWS credentials not found: {exc}; {NO_CREDENTIALS_HINT}", **where)
     if isinstance(exc, bx.CredentialRetrievalError | bx.TokenRetrievalError | bx.SSOError):
@@ -119,9 +126,19 @@ def translate(exc: BaseException, *, region: str | None = None, zone: str | None
     if isinstance(exc, bx.ParamValidationError):
         return InvalidRequestError(f"AWS request rejected by botocore: {exc}{suffix}", **where)
     if isinstance(exc, bx.ConnectionError | bx.HTTPClientError):
-        return TransientError(f"AWS endpoint unreachable: {exc}{suffix}", **where)
+        return TransientError(f"AWS endpoint unreachable: {exc}{suffix}"
+                              f"{getattr(exc, 'skyhop_gave_up', '')}", **where,
+                              hint="check the network, a proxy, or AWS_ENDPOINT_URL; then "
+                                   "try again")
     if isinstance(exc, bx.BotoCoreError):
         return TransientError(f"AWS client error: {exc}{suffix}", **where)
+    from botocore.parsers import ResponseParserError
+
+    if isinstance(exc, ResponseParserError):  # an HTML error page: a proxy, a wrong endpoint
+        first = str(exc).splitlines()[0]
+        return TransientError(f"AWS endpoint gave an answer that is not EC2's: {first}"
+                              f"{suffix}", **where,
+                              hint="check AWS_ENDPOINT_URL, a proxy, and the region name")
     return None
 
 
@@ -144,3 +161,47 @@ def translating(region: str | None, zone: str | None = None, instance_type: str 
         if err is None:
             raise
         raise err from exc
+
+
+T = TypeVar("T")
+
+
+def with_backoff(call: Callable[[], T], attempts: int, base_s: float, max_s: float = 30.0
+                 ) -> T:
+    """`call()`, tried again while AWS throttles or cannot be reached (a transient error),
+    waiting base_s x 2^n with jitter (at most max_s) in between, `attempts` tries in all.
+    Other errors, and the last transient one, are raised as they are; the last says how
+    long it was tried (`skyhop_gave_up`, shown by `translate`)."""
+    started = time.monotonic()
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as exc:
+            err = translate(exc)
+            if not isinstance(err, TransientError) or code_of(exc) == "DependencyViolation":
+                raise
+            if attempt == attempts - 1:
+                exc.skyhop_gave_up = (f" (still failing after {attempts} tries over "  # type: ignore[attr-defined]
+                                      f"{time.monotonic() - started:.0f} s)")
+                raise
+            time.sleep(min(base_s * 2 ** attempt, max_s) * random.uniform(0.5, 1.0))
+    raise AssertionError("unreachable")
+
+
+class BackoffClient:
+    """An EC2 client whose calls back off while AWS throttles or cannot be reached
+    (`with_backoff`), on top of botocore's own few quick retries."""
+
+    def __init__(self, client: Any, attempts: int, base_s: float):
+        self._client, self._attempts, self._base_s = client, attempts, base_s
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name.startswith(("get_", "can_")) or name in ("meta", "exceptions") \
+                or not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return with_backoff(lambda: attr(*args, **kwargs), self._attempts, self._base_s)
+
+        return call
