@@ -154,3 +154,20 @@ def test_fast_attempt_reader_matches_the_schema_and_the_store(tmp_path, monkeypa
     fast = TrackerStore()  # the default file: read with the standard library
     assert fast.attempts(0.0) == slow.attempts(0.0) == written
     assert fast.attempts(150.0) == written[1:]
+
+
+def test_managed_task_ids_differ_across_homes(tmp_path, monkeypatch):
+    """Each home numbers its managed jobs from 1; $SKYHOP_TASK_ID (what checkpoints are keyed
+    by) must still differ, or two homes' job 1 would share a checkpoint folder."""
+    from conftest import use_home
+    from skyhop.jobs.store import JobStore
+
+    task_ids = []
+    for name in ("home-a", "home-b"):
+        use_home(monkeypatch, tmp_path / name)
+        store = JobStore()
+        job_id = store.add("train", {"order": [0]}, None, None)
+        assert job_id == 1
+        task_ids.append(store.get(job_id).task_id)
+        assert store.get(job_id).task_id == task_ids[-1]  # stable: read back the same
+    assert task_ids[0] != task_ids[1]

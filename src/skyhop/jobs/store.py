@@ -43,8 +43,10 @@ class ManagedJob:
 
     @property
     def task_id(self) -> str:
-        """Stable across recoveries: what a job keys its checkpoints by."""
-        return f"skyhop-managed-{self.id}"
+        """Stable across recoveries: what a job keys its checkpoints by. The submitting
+        home's id makes it unique across homes and users (each home numbers jobs from 1)."""
+        home = self.spec.get("home_id")
+        return f"skyhop-managed-{home}-{self.id}" if home else f"skyhop-managed-{self.id}"
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "status": self.status,
@@ -68,8 +70,11 @@ class JobStore(UsesEngine):
 
     def add(self, name: str | None, spec: dict[str, Any], secrets: str | None,
             deadline_at: float | None) -> int:
+        from skyhop import paths
+
         sa, jobs, events = self._tables()
         now = time.time()
+        spec = {**spec, "home_id": paths.home_id()}
         with self.engine.begin() as conn:
             job_id = conn.execute(sa.insert(jobs).values(
                 name=name, status=PENDING, spec=spec, secrets=secrets, task_index=0,
