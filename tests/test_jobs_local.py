@@ -255,3 +255,23 @@ def test_a_missing_mount_source_is_refused_before_the_job_is_stored(home, tmp_pa
     assert result.returncode == 2
     assert "does not exist" in result.stderr and f"{task}:3:" in result.stderr
     assert queue() == [] and controller_pid(home) is None
+
+
+@pytest.mark.parametrize("exit_code, final", [(0, "SUCCEEDED"), (3, "FAILED")])
+def test_a_controller_dying_between_teardown_and_the_final_status_never_reruns_the_job(
+        home, tmp_path, monkeypatch, exit_code, final):
+    """The controller dies right after tearing a finished run's cluster down, before the
+    final status is written: the next controller must finish the job, not run it again."""
+    marks, crashed = tmp_path / "starts", tmp_path / "crashed"
+    monkeypatch.setenv("SKYHOP_TEST_CRASH", f"after-teardown:{crashed}")
+    task = tmp_path / "once.yaml"
+    task.write_text(f"run: echo start >> {marks}; exit {exit_code}\n")
+    job_id = submit(home, str(task))
+    deadline = time.monotonic() + 120
+    while not crashed.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert crashed.exists(), job(job_id)
+    done = wait_for(job_id, lambda j: j["status"] in FINAL, timeout=120)
+    assert done["status"] == final, done
+    assert marks.read_text() == "start\n"  # exactly once
+    assert json.loads(sky("status", "--json").stdout or "[]") == []  # its cluster is gone

@@ -167,6 +167,9 @@ class Controller:
             self._choose_market(job)
             d.launch(job, blocked or d.blocked_for(job))
             return None
+        if job.status == js.RUNNING and job.spec.get("concluding") is not None:
+            d.conclude(job, "", "")  # decided before a crash: finish the teardown, apply it
+            return blocked
         if job.status == js.RUNNING:
             outcome = d.watch(job)
             self._count_progress(job)

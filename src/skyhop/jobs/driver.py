@@ -14,6 +14,7 @@ a worker thread.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,14 +198,25 @@ class JobDriver:
             record = self.launcher.store.get(job.cluster or "")
             if record is not None:
                 self._copy_logs(job, self.launcher.agent(record))
-        self._teardown(job.cluster)
         count = len(self._dag(job).tasks)
         if job.task_index + 1 >= count:
-            self.jobs.transition(job.id, js.SUCCEEDED, "all tasks succeeded")
+            self.conclude(job, js.SUCCEEDED, "all tasks succeeded")
         else:
-            self.jobs.transition(job.id, js.STARTING, f"task {job.task_index + 2} of {count}",
-                                 task_index=job.task_index + 1, cluster=None,
-                                 agent_job_id=None)
+            self.conclude(job, js.STARTING, f"task {job.task_index + 2} of {count}",
+                          task_index=job.task_index + 1, cluster=None, agent_job_id=None)
+
+    def conclude(self, job: ManagedJob, status: str, message: str, **fields: Any) -> None:
+        """Record what the finished run decided, then tear its cluster down, then apply it.
+        A controller that dies in between leaves the decision in the job's row, and the one
+        that adopts the job only finishes the teardown: a finished run never runs again."""
+        if job.spec.get("concluding") is None:
+            job.spec["concluding"] = {"status": status, "message": message, "fields": fields}
+            self.jobs.update(job.id, spec=job.spec)
+        self._teardown(job.cluster)
+        _test_crash_point("after-teardown")
+        decided = job.spec.pop("concluding")
+        self.jobs.transition(job.id, decided["status"], decided["message"], spec=job.spec,
+                             **decided["fields"])
 
     def recover(self, job: ManagedJob, outcome: Outcome) -> Any:
         """The run's nodes are lost: tear down, and return the blocklist for the relaunch
@@ -258,11 +270,23 @@ class JobDriver:
         self.jobs.transition(job.id, js.CANCELLED, "cancelled")
 
     def fail(self, job: ManagedJob, code: int | None) -> None:
-        self._teardown(job.cluster)
-        self.jobs.transition(job.id, js.FAILED, f"exit code {code}",
-                             failure=f"the run exited with {code}")
+        self.conclude(job, js.FAILED, f"exit code {code}", failure=f"the run exited with {code}")
 
     def _teardown(self, cluster: str | None) -> None:
         if cluster:
             with contextlib.suppress(UserError):
                 self.launcher.teardown(cluster)
+
+
+def _test_crash_point(point: str) -> None:
+    """For the tests only: `SKYHOP_TEST_CRASH=<point>:<marker file>` makes the controller die
+    here (like a SIGKILL) once, the first time, leaving the marker file behind."""
+    setting = os.environ.get("SKYHOP_TEST_CRASH", "")
+    name, _, marker = setting.partition(":")
+    if name != point or not marker:
+        return
+    try:
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return
+    os._exit(137)
