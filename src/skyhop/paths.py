@@ -13,6 +13,8 @@ def home() -> Path:
     """The skyhop home directory, created on first use (the owner's alone)."""
     path = Path(os.environ.get("SKYHOP_HOME") or Path.home() / ".skyhop").expanduser()
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:  # a home made by an older skyhop, or by hand
+        path.chmod(0o700)  # everything below it (state, logs, keys, nodes) is then private
     return path
 
 

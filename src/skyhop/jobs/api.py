@@ -78,15 +78,30 @@ def launch(file: str | Path, *, deadline_hours: float | None = None,
         sync.check_task_files(task, [registry.get(placement.provider)])  # before it is stored
     env = dict(env or {})
     task_secrets = {k for t in dag.tasks for k in t.secrets}
-    secret_values = {k: v for k, v in env.items() if k in task_secrets}
+    inline = {k: v.get_secret_value() for t in dag.tasks for k, v in t.secrets.items()
+              if v is not None}
+    secret_values = {**inline, **{k: v for k, v in env.items() if k in task_secrets}}
     envs = {k: v for k, v in env.items() if k not in task_secrets}
-    spec = {"yaml": text, "filename": str(path), "envs": envs, "retry": retry_until_up,
-            "spot_policy": spot_policy, "order": list(dag.order), **options}
+    spec = {"yaml": _without_secret_values(text) if inline else text, "filename": str(path),
+            "envs": envs, "retry": retry_until_up, "spot_policy": spot_policy,
+            "order": list(dag.order), **options}
     deadline_at = time.time() + deadline_hours * 3600 if deadline_hours else None
     job_id = JobStore().add(name or dag.name or dag.tasks[dag.order[0]].name, spec,
                             seal(secret_values), deadline_at)
     controller.ensure_running()
     return job_id
+
+
+def _without_secret_values(text: str) -> str:
+    """The task file as stored in the database: each `secrets:` value replaced by null (the
+    values are stored sealed and given back at every launch, as --env values are)."""
+    import yaml
+
+    documents = list(yaml.safe_load_all(text))
+    for document in documents:
+        if isinstance(document, dict) and isinstance(document.get("secrets"), dict):
+            document["secrets"] = dict.fromkeys(document["secrets"])
+    return yaml.safe_dump_all(documents, sort_keys=False)
 
 
 def queue() -> list[ManagedJob]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,6 +111,7 @@ def create(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"timeout": 30})
+            _owner_only_file(engine.url.database)
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
         return create_engine(url, pool_pre_ping=True)
@@ -117,6 +119,15 @@ def create(url: str) -> Engine:
         raise UserError(f"cannot use the state database {url!r}: {exc}",
                         hint="check SKYHOP_DB_URL (e.g. postgresql+psycopg://user@host/db)"
                         ) from None
+
+
+def _owner_only_file(path: str | None) -> None:
+    """Create a new SQLite file readable by its owner alone (SQLite gives its -wal and -shm
+    files the same mode)."""
+    if not path or path == ":memory:":
+        return
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def prepare(engine: Engine) -> Engine:
