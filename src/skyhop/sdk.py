@@ -24,6 +24,7 @@ from skyhop.execute.operations import Operations, cost_report
 from skyhop.execute.report import PlainReporter, Reporter
 from skyhop.names import check_name
 from skyhop.spec import Dag, Task, load_dag
+from skyhop.spec.dag import with_secret_names
 from skyhop.spec.resources import Autostop
 from skyhop.state.status import status
 
@@ -72,13 +73,15 @@ def with_infra(dag: Dag, infra: str | None) -> Dag:
 def launch(task: Task | Dag | str | Path, cluster_name: str | None = None, *,
            detach: bool = False, env: dict[str, str] | None = None, down: bool = False,
            reporter: Reporter | None = None, retry_until_up: bool = False,
-           infra: str | None = None, idle_minutes_to_autostop: int | None = None
-           ) -> LaunchResult:
+           infra: str | None = None, idle_minutes_to_autostop: int | None = None,
+           secrets: dict[str, str] | None = None) -> LaunchResult:
     """Plan, provision (or reuse `cluster_name`), sync, set up and run. A DAG runs its tasks
     in dependency order, each on its own cluster `<name>-<task>`; the first failure stops it.
     With `down`, clusters are taken down once their task ends: by this process, or, with
     `idle_minutes_to_autostop`, by the cluster itself after that many idle minutes (which
-    without `down` stops it instead; either overrides the task's `resources.autostop`)."""
+    without `down` stops it instead; either overrides the task's `resources.autostop`).
+    `secrets`: values passed as secrets (never logged or stored), whether or not the task
+    lists them under `secrets:`."""
     if cluster_name is not None:
         check_name(cluster_name, "cluster")
     autostop = None
@@ -87,7 +90,8 @@ def launch(task: Task | Dag | str | Path, cluster_name: str | None = None, *,
             raise UserError(f"idle minutes to autostop must be >= 0, not "
                             f"{idle_minutes_to_autostop}", hint="e.g. -i 30")
         autostop = Autostop(idle_minutes=idle_minutes_to_autostop, down=down)
-    dag = with_infra(load(task), infra)
+    dag = with_secret_names(with_infra(load(task), infra), secrets)
+    env = {**(env or {}), **(secrets or {})}
     base = cluster_name or new_cluster_name()
     names = {index: base if len(dag) == 1 else f"{base}-{dag.tasks[index].name or index + 1}"
              for index in dag.order}
@@ -139,10 +143,12 @@ def _reusable(launcher: Launcher, dag: Dag, cluster_name: str | None) -> Any:
 
 
 def exec(cluster_name: str, task: Task | str | Path, *, detach: bool = False,
-         env: dict[str, str] | None = None, reporter: Reporter | None = None) -> LaunchResult:
+         env: dict[str, str] | None = None, reporter: Reporter | None = None,
+         secrets: dict[str, str] | None = None) -> LaunchResult:
     """Queue a task (or a command) on an existing cluster."""
     check_name(cluster_name, "cluster")
-    dag = load(task)
+    dag = with_secret_names(load(task), secrets)
+    env = {**(env or {}), **(secrets or {})}
     if len(dag) != 1:
         raise UserError("exec takes one task, not a pipeline")
     launcher = Launcher(reporter=reporter or PlainReporter())

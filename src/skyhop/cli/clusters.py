@@ -10,12 +10,16 @@ from typing import Annotated
 import typer
 
 from skyhop.cli.common import (
+    EnvFileOption,
     EnvOption,
     JsonOption,
+    SecretOption,
     age,
     parse_env,
+    parse_secrets,
     print_json,
     print_table,
+    read_env_file,
     span,
 )
 from skyhop.errors import UserError
@@ -70,6 +74,8 @@ def register(app: typer.Typer) -> None:
             help="Stop the cluster (with --down: tear it down) after this many idle "
                  "minutes; the cluster enforces it.")] = None,
         env: EnvOption = None,
+        secret: SecretOption = None,
+        env_file: EnvFileOption = None,
         infra: Annotated[str | None, typer.Option(
             "--infra", help="Run only here: aws, aws/us-east-1, ssh/lab, local...")] = None,
         retry_until_up: Annotated[bool, typer.Option(
@@ -80,7 +86,8 @@ def register(app: typer.Typer) -> None:
         """Plan, provision (or reuse), sync, set up and run; stream the output."""
         from skyhop import sdk
 
-        env_values = parse_env(env)
+        env_values = {**read_env_file(env_file), **parse_env(env)}
+        secrets = parse_secrets(secret)
         if dry_run:
             from skyhop.cli.render import print_plan
 
@@ -89,7 +96,8 @@ def register(app: typer.Typer) -> None:
             return
         result = sdk.launch(task, cluster, detach=detach, env=env_values, down=down,
                             reporter=RichReporter(), retry_until_up=retry_until_up,
-                            infra=infra, idle_minutes_to_autostop=idle_minutes)
+                            infra=infra, idle_minutes_to_autostop=idle_minutes,
+                            secrets=secrets)
         if detach:
             typer.echo(f"job {result.job_id} queued on {result.cluster}; "
                        f"`skyhop logs {result.cluster} {result.job_id} --follow`", err=True)
@@ -128,12 +136,15 @@ def register(app: typer.Typer) -> None:
         task: Annotated[str, typer.Argument(help="Task YAML or a command in quotes.")],
         detach: DetachOption = False,
         env: EnvOption = None,
+        secret: SecretOption = None,
+        env_file: EnvFileOption = None,
     ) -> None:
         """Queue a task or command on an existing cluster (no setup)."""
         from skyhop import sdk
 
-        result = sdk.exec(cluster, task, detach=detach, env=parse_env(env),
-                          reporter=RichReporter())
+        result = sdk.exec(cluster, task, detach=detach,
+                          env={**read_env_file(env_file), **parse_env(env)},
+                          secrets=parse_secrets(secret), reporter=RichReporter())
         if detach:
             typer.echo(f"job {result.job_id} queued on {result.cluster}", err=True)
         _exit_with(result.exit_code)

@@ -9,7 +9,18 @@ from typing import Annotated
 
 import typer
 
-from skyhop.cli.common import EnvOption, JsonOption, age, parse_env, print_json, print_table
+from skyhop.cli.common import (
+    EnvFileOption,
+    EnvOption,
+    JsonOption,
+    SecretOption,
+    age,
+    parse_env,
+    parse_secrets,
+    print_json,
+    print_table,
+    read_env_file,
+)
 from skyhop.errors import UserError
 
 jobs_app = typer.Typer(help="Managed jobs: recovered from preemption and failure, with "
@@ -38,6 +49,8 @@ def launch(
                               "under --deadline.")] = None,
     name: Annotated[str | None, typer.Option("--name", "-n", help="A name to show.")] = None,
     env: EnvOption = None,
+    secret: SecretOption = None,
+    env_file: EnvFileOption = None,
     detach: Annotated[bool, typer.Option("--detach", "-d",
                                          help="Return once the job is submitted.")] = False,
     retry_until_up: Annotated[bool, typer.Option(
@@ -54,7 +67,9 @@ def launch(
         except ValueError as exc:
             raise UserError(f"--deadline: {exc}") from None
     job_id = api.launch(file, deadline_hours=hours, recovery=recovery, spot_policy=spot_policy,
-                        env=parse_env(env), name=name, retry_until_up=retry_until_up)
+                        env={**read_env_file(env_file), **parse_env(env)},
+                        secrets=parse_secrets(secret), name=name,
+                        retry_until_up=retry_until_up)
     typer.echo(f"managed job {job_id} submitted", err=True)
     if detach:
         typer.echo(f"follow it: skyhop jobs logs {job_id} --follow", err=True)

@@ -47,9 +47,10 @@ def _recovery_options(dag: Any, recovery: str | None) -> dict[str, Any]:
 def launch(file: str | Path, *, deadline_hours: float | None = None,
            recovery: str | None = None, spot_policy: str | None = None,
            env: dict[str, str] | None = None, name: str | None = None,
-           retry_until_up: bool = False) -> int:
+           retry_until_up: bool = False, secrets: dict[str, str] | None = None) -> int:
     """Validate, plan once (an impossible request fails here, not later), store, and make
-    sure a controller runs. Returns the job id."""
+    sure a controller runs. Returns the job id. `secrets` are stored sealed and passed as
+    secrets at every launch, whether or not the task lists them."""
     from skyhop.execute import sync
     from skyhop.execute.launcher import plan
     from skyhop.jobs import controller
@@ -66,6 +67,8 @@ def launch(file: str | Path, *, deadline_hours: float | None = None,
         raise UserError(f"no task file {str(file)!r}", hint="give a task YAML")
     text = path.read_text()
     dag = load_dag(path)
+    for key in secrets or {}:
+        check_env_name(key, where="--secret")
     options = _recovery_options(dag, recovery)
     if spot_policy:
         from skyhop.jobs.policies import get_policy
@@ -76,15 +79,15 @@ def launch(file: str | Path, *, deadline_hours: float | None = None,
     planned = plan(dag)
     for task, placement in zip(dag.tasks, planned.tasks, strict=True):
         sync.check_task_files(task, [registry.get(placement.provider)])  # before it is stored
-    env = dict(env or {})
-    task_secrets = {k for t in dag.tasks for k in t.secrets}
+    env = {**(env or {}), **(secrets or {})}
+    task_secrets = {k for t in dag.tasks for k in t.secrets} | set(secrets or {})
     inline = {k: v.get_secret_value() for t in dag.tasks for k, v in t.secrets.items()
               if v is not None}
     secret_values = {**inline, **{k: v for k, v in env.items() if k in task_secrets}}
     envs = {k: v for k, v in env.items() if k not in task_secrets}
     spec = {"yaml": _without_secret_values(text) if inline else text, "filename": str(path),
             "envs": envs, "retry": retry_until_up, "spot_policy": spot_policy,
-            "order": list(dag.order), **options}
+            "order": list(dag.order), "secret_names": sorted(secrets or {}), **options}
     deadline_at = time.time() + deadline_hours * 3600 if deadline_hours else None
     job_id = JobStore().add(name or dag.name or dag.tasks[dag.order[0]].name, spec,
                             seal(secret_values), deadline_at)

@@ -59,9 +59,11 @@ class JobDriver:
 
     # -- the DAG ------------------------------------------------------------------------
     def _dag(self, job: ManagedJob) -> Any:
+        from skyhop.sdk import with_secret_names
         from skyhop.spec import parse_dag
 
-        return parse_dag(job.spec["yaml"], job.spec.get("filename", "<job>"))
+        dag = parse_dag(job.spec["yaml"], job.spec.get("filename", "<job>"))
+        return with_secret_names(dag, dict.fromkeys(job.spec.get("secret_names") or [], ""))
 
     def _task(self, job: ManagedJob) -> tuple[Any, int]:
         dag = self._dag(job)

@@ -158,3 +158,13 @@ def parse_dag(text: str, filename: str = "<string>") -> Dag:
     if name is None and len(tasks) == 1:
         name = tasks[0].name
     return Dag.from_tasks(tasks, name)
+
+
+def with_secret_names(dag: Dag, secrets: dict[str, str] | None) -> Dag:
+    """The DAG with `secrets`' names listed among every task's secrets, so their values
+    travel as secrets (the agent's memory only), not as envs."""
+    if not secrets:
+        return dag
+    tasks = [t.model_copy(update={"secrets": {**t.secrets, **dict.fromkeys(
+        k for k in secrets if k not in t.secrets)}}) for t in dag.tasks]
+    return Dag(tasks, dag.edges, dag.name)
