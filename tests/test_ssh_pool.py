@@ -93,6 +93,20 @@ run: |
         assert not on_host(hosts, address, "sky_workdir/big.ckpt").exists()
         assert on_host(hosts, address, "setup-ran").exists()
 
+    # No node holds the user's private key or skyhop's own: the head reached the worker
+    # (the gang job above) with a key pair made for this cluster alone.
+    secrets = {hosts.client_key.read_bytes(), (home / "keys" / "skyhop-key").read_bytes()
+               if (home / "keys" / "skyhop-key").exists() else b"-"}
+    for address in ADDRESSES:
+        for path in hosts.hosts[address].home.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                assert path.read_bytes() not in secrets, f"{path} holds a user key"
+    cluster_key = home / "keys" / "clusters" / "gang"
+    assert cluster_key.stat().st_mode & 0o777 == 0o600
+    public = cluster_key.with_name("gang.pub").read_text().strip()
+    for address in used:
+        assert public in on_host(hosts, address, ".ssh/authorized_keys").read_text()
+
     # A second job on the same cluster, queued through the agent on the head host.
     again = sky("exec", "gang", "echo again on $(hostname) rank $SKYHOP_NODE_RANK")
     assert again.returncode == 0, again.stderr
@@ -106,6 +120,11 @@ run: |
     for address in used:
         assert not on_host(hosts, address, "sky_workdir").exists()
         assert not on_host(hosts, address, ".skyhop/agent").exists()
+        # the cluster's key no longer opens the user's machines
+        authorized = on_host(hosts, address, ".ssh/authorized_keys").read_text()
+        assert public not in authorized and hosts.client_key.with_suffix(
+            ".pub").read_text().strip() in authorized
+    assert not cluster_key.exists()
 
 
 def test_a_launch_takes_only_free_hosts(home):

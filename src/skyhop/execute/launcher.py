@@ -11,7 +11,6 @@ import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from skyhop import paths
@@ -26,6 +25,7 @@ from skyhop.execute.ssh_runner import SSHRunner
 from skyhop.names import check_env_name, check_name
 from skyhop.provision import registry
 from skyhop.provision.base import Instance
+from skyhop.provision.keys import remove_cluster_key
 from skyhop.spec.dag import Dag
 from skyhop.spec.fields import check_wait_for
 from skyhop.spec.task import Task
@@ -225,11 +225,11 @@ class Launcher:
             entry = {"rank": node.rank, "address": node.info.get("private_ip") or node.address,
                      "dir": node.info.get("dir") or runner.home}
             if node.rank > 0 and isinstance(runner, SSHRunner):
-                # the head reaches the other nodes itself, with the same key
+                # the head reaches the other nodes itself, with the cluster's own key
                 entry["ssh"] = {"user": runner.user, "port": runner.port, "key": NODE_KEY}
             nodes.append(entry)
         if any("ssh" in n for n in nodes):
-            head.write_file(NODE_KEY, Path(runners[1].key_path).read_bytes())
+            self._install_cluster_key(record.name, runners)
         info = {"name": record.name, "agent_dir": agent_dir, "nodes": nodes,
                 "gpus_per_node": sum((record.accelerators or {}).values()),
                 "cpus_per_node": (record.resources or {}).get("vcpus") or 1,
@@ -258,6 +258,22 @@ class Launcher:
             raise UserError(f"cluster {record.name!r}: the agent could not be started "
                             f"(exit code {code})")
         self.agent(self.store.get(record.name) or record).wait_ready()
+
+    @staticmethod
+    def _install_cluster_key(name: str, runners: list[Runner]) -> None:
+        """The head reaches the workers with a key pair of this cluster alone (never the
+        user's own key nor skyhop's): its public part is authorized on every node, its
+        private part goes to the head only."""
+        from skyhop.provision import keys
+
+        private, public = keys.ensure_cluster_key(name)
+        for runner in runners:
+            assert isinstance(runner, SSHRunner)
+            code, out = runner.output_of(keys.authorize_command(public))
+            if code != 0:
+                raise UserError(f"cluster {name!r}: cannot authorize the cluster's key on "
+                                f"a node: {out.strip()[:200]}")
+        runners[0].write_file(NODE_KEY, private.read_bytes())
 
     def provision(self, name: str, task: Task, placement: Any,
                   retry_until_up: bool = False, blocklist: Any = None) -> ClusterRecord:
@@ -363,6 +379,7 @@ class Launcher:
         provider.terminate(name, sorted({*recorded, *found}))
         provider.teardown(name)
         self.store.remove(name)
+        remove_cluster_key(name)
 
     def ensure_up(self, name: str, task: Task, placement: Any,
                   retry_until_up: bool = False, blocklist: Any = None) -> ClusterRecord:

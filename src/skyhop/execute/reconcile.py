@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from skyhop.errors import UserError
 from skyhop.names import is_valid_name, shown
 from skyhop.provision import registry
+from skyhop.provision.keys import remove_cluster_key
 from skyhop.state.clusters import ClusterStore
 from skyhop.state.records import INIT, STOPPED, TERMINATING, UP, ClusterRecord
 
@@ -84,6 +85,7 @@ def _finish_teardown(store: ClusterStore, record: ClusterRecord, report: Report,
     provider.teardown(record.name)
     store.close_usage(record.name)
     store.remove(record.name)
+    remove_cluster_key(record.name)
 
 
 def refresh(store: ClusterStore | None = None) -> Report:

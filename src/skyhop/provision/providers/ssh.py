@@ -318,6 +318,8 @@ class SSHPoolProvider:
     def terminate(self, cluster_name: str, instance_ids: list[str]) -> None:
         """Clean the hosts (what skyhop started, its files), then release them. A host that
         cannot be reached is released anyway: it is the owner's machine, not a bill."""
+        from skyhop.provision.keys import deauthorize_command
+
         hosts = self._hosts()
 
         def clean(host_id: str) -> None:
@@ -326,6 +328,7 @@ class SSHPoolProvider:
                 return
             runner = self._runner(host)
             try:
+                runner.run(deauthorize_command(cluster_name), cwd="~")
                 python = runner.python()
                 runner.run(f"{python} -m skyhop.execute.node_cleanup", cwd="~")
             except UserError:
