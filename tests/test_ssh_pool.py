@@ -246,3 +246,33 @@ def test_the_agent_on_a_pool_head_answers_only_its_owner(home, hosts):
     assert json.loads(attack.stdout) == [], "another user on the head reached the agent"
     assert [j["id"] for j in launcher.agent(record).queue()] == [1]
     assert not on_host(hosts, address, "pwned").exists()
+
+
+def test_two_homes_on_one_pool_login_never_share_a_host(home, hosts, tmp_path, monkeypatch):
+    """Each home has its own database, so only a claim made on the host itself keeps the
+    second home off the first's hosts, and its `down` away from the first's cluster."""
+    marks = "cat ~/.skyhop-claim/owner; sleep 300"
+    first = sky("launch", marks, "-c", "mine", "--infra", "ssh/lab", "-d")
+    assert first.returncode == 0, first.stderr
+    (mine_host,) = [h for h, _ in claims(home)]
+    other = tmp_path / "other-home"
+    other.mkdir()
+    (other / "config.yaml").write_text((home / "config.yaml").read_text())
+    monkeypatch.setenv("SKYHOP_HOME", str(other))
+    # A 4-node launch needs every host: one is the first home's, so it cannot be made.
+    task = tmp_path / "four.yaml"
+    task.write_text("num_nodes: 4\nrun: echo all\n")
+    refused = sky("launch", str(task), "-c", "theirs", "--infra", "ssh/lab")
+    assert refused.returncode == 2 and "another skyhop home" in refused.stderr, refused.stderr
+    # Three nodes fit beside it; the other home's down then releases only its own hosts.
+    task.write_text("num_nodes: 3\nrun: echo three\n")
+    three = sky("launch", str(task), "-c", "theirs", "--infra", "ssh/lab")
+    assert three.returncode == 0, three.stderr
+    assert mine_host not in {h for h, _ in claims(other)}
+    assert sky("down", "theirs", "-y").returncode == 0
+    assert claims(other) == []
+    monkeypatch.setenv("SKYHOP_HOME", str(home))
+    queue = sky("queue", "mine")
+    assert queue.returncode == 0 and "RUNNING" in queue.stdout, queue.stdout + queue.stderr
+    owners = [on_host(hosts, a, ".skyhop-claim/owner") for a in ADDRESSES if a in mine_host]
+    assert len(owners) == 1 and "cluster mine" in owners[0].read_text()

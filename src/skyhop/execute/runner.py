@@ -334,12 +334,18 @@ def processes_marked(node_dir_prefix: str) -> list[int]:
     wanted = f"{NODE_MARKER}={node_dir_prefix}".encode()
     pids = []
     me = os.getpid()
+    try:  # a node is one network namespace: containers (or test hosts) sharing this
+        my_net = os.readlink("/proc/self/ns/net")  # kernel's PIDs are other nodes
+    except OSError:
+        my_net = None
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as fh:
                 environ = fh.read()
+            if my_net is not None and os.readlink(f"/proc/{entry}/ns/net") != my_net:
+                continue
         except OSError:
             continue
         if any(var.startswith(wanted) for var in environ.split(b"\0")):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -273,7 +274,8 @@ class SSHPoolProvider:
                                     f"all{why})", provider=self.name, region=pool,
                                     instance_type=placement.instance_type)
             with ThreadPoolExecutor(max_workers=len(claimed)) as threads:
-                problems = list(threads.map(lambda h: self._problem(hosts[h]), claimed))
+                problems = list(threads.map(
+                    lambda h: self._problem(hosts[h], cluster.name), claimed))
             bad = {h: p for h, p in zip(claimed, problems, strict=True) if p}
             if not bad:
                 return [self._instance(hosts[h], rank) for rank, h in enumerate(claimed)]
@@ -281,11 +283,18 @@ class SSHPoolProvider:
             unreachable.update(bad)
             self._forget_shapes(pool, list(bad))
 
-    def _problem(self, host: PoolHost) -> str | None:
+    def _problem(self, host: PoolHost, cluster: str) -> str | None:
+        """Why this host cannot be the cluster's: unreachable, or held by another home."""
         try:
-            self._runner(host).check()
+            runner = self._runner(host)
+            runner.check()
+            code, out = runner.output_of(_claim_on_host_command(cluster))
         except UserError as exc:
             return exc.message
+        holder = out.strip()
+        if code != 0 or holder not in ("claimed", _claim_owner(cluster)):
+            return (f"in use by another skyhop home ({holder or 'being claimed'}); "
+                    f"`skyhop down` there frees it")
         return None
 
     def _forget_shapes(self, pool: str, host_ids: list[str]) -> None:
@@ -328,9 +337,13 @@ class SSHPoolProvider:
                 return
             runner = self._runner(host)
             try:
+                _, out = runner.output_of(_claim_on_host_command(cluster_name))
+                if out.strip() not in ("claimed", _claim_owner(cluster_name)):
+                    return  # another home holds this host now: nothing of ours to clean
                 runner.run(deauthorize_command(cluster_name), cwd="~")
                 python = runner.python()
                 runner.run(f"{python} -m skyhop.execute.node_cleanup", cwd="~")
+                runner.run(_release_on_host_command(cluster_name), cwd="~")
             except UserError:
                 pass
 
@@ -361,3 +374,31 @@ class SSHPoolProvider:
 
     def start(self, cluster_name: str, instance_ids: list[str]) -> list[Instance]:
         raise UserError("pool hosts cannot be started", hint="skyhop launch")
+
+
+# -- claims on the host itself ------------------------------------------------------------
+# The state database stops two launches of one home (or of homes sharing a database) from
+# taking a host twice. Homes with separate databases can share a pool login too, so the
+# claim is also made where every one of them looks: an atomic mkdir on the host, holding
+# which home and cluster took it.
+HOST_CLAIM_DIR = "\"$HOME/.skyhop-claim\""
+
+
+def _claim_owner(cluster: str) -> str:
+    return f"home {paths.home_id()} cluster {cluster}"
+
+
+def _claim_on_host_command(cluster: str) -> str:
+    """Prints `claimed` when this takes the host (or finds the claim ours already: then the
+    owner line), else the current holder's owner line."""
+    owner = shlex.quote(_claim_owner(cluster))
+    return (f"d={HOST_CLAIM_DIR}; if mkdir -m 700 \"$d\" 2>/dev/null; then "
+            f"printf '%s\\n' {owner} > \"$d/owner\" && echo claimed; "
+            f"else cat \"$d/owner\" 2>/dev/null; true; fi")
+
+
+def _release_on_host_command(cluster: str) -> str:
+    """Removes the host's claim only when it is this cluster's."""
+    owner = shlex.quote(_claim_owner(cluster))
+    return (f"d={HOST_CLAIM_DIR}; [ \"$(cat \"$d/owner\" 2>/dev/null)\" != {owner} ] || "
+            f"rm -rf \"$d\"")
