@@ -112,7 +112,8 @@ def preempt(cluster: str) -> None:
 def test_a_job_runs_to_success_and_its_output_is_kept(home):
     result = sky("jobs", "launch", str(ROOT / "examples" / "hello.yaml"))
     assert result.returncode == 0, result.stderr
-    assert "task id: skyhop-managed-1" in result.stdout
+    home_id = (home / "home_id").read_text().strip()
+    assert f"task id: skyhop-managed-{home_id}-1" in result.stdout
     [done] = queue()
     assert done["status"] == "SUCCEEDED"
     assert [e["status"] for e in done["events"] if e["status"] != "NOTE"] == [
