@@ -236,3 +236,21 @@ def test_gc_goes_on_past_a_region_that_fails(env, ec2):
     report = gc()
     assert report.terminated.get("c-lost2") == [node.instance_id], report
     assert any("xx-nowhere-9" in e for e in report.errors), report
+
+
+def test_gc_collects_only_this_homes_instances(env, ec2):
+    """Two skyhop homes on one AWS account: neither's gc may take the other's clusters."""
+    from skyhop import paths
+    from skyhop.execute.reconcile import gc
+    from skyhop.provision.base import HOME_TAG
+
+    provider = AwsProvider()
+    [theirs] = provider.provision(ClusterSpec("c-theirs", 1, {HOME_TAG: "another-home"}),
+                                  placement(num_nodes=1), 1)
+    [mine] = provider.provision(ClusterSpec("c-mine", 1, {HOME_TAG: paths.home_id()}),
+                                placement(num_nodes=1), 1)
+    report = gc()
+    assert report.terminated.get("c-mine") == [mine.instance_id], report
+    assert "c-theirs" not in report.terminated
+    state = ec2.describe_instances(InstanceIds=[theirs.instance_id])
+    assert state["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"

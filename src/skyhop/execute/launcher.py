@@ -24,7 +24,7 @@ from skyhop.execute.runner import LocalRunner, Runner
 from skyhop.execute.ssh_runner import SSHRunner
 from skyhop.names import check_env_name, check_name
 from skyhop.provision import registry
-from skyhop.provision.base import Instance
+from skyhop.provision.base import HOME_TAG, Instance
 from skyhop.provision.keys import remove_cluster_key
 from skyhop.spec.dag import Dag
 from skyhop.spec.fields import check_wait_for
@@ -325,7 +325,8 @@ class Launcher:
 
         placement, instances, _ = provisioner.provision(
             name, task, first=placement, on_placement=on_placement,
-            retry_until_up=retry_until_up, tags={"skyhop-owner": _owner()},
+            retry_until_up=retry_until_up,
+            tags={"skyhop-owner": _owner(), HOME_TAG: paths.home_id()},
             blocklist=blocklist, created=lambda *made: self._record_created(name, *made))
         return placement, instances
 

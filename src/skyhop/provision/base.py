@@ -16,6 +16,11 @@ if TYPE_CHECKING:
 SPOT, MULTI_NODE, STOP, OPEN_PORTS = "spot", "multi_node", "stop", "open_ports"
 
 
+# Which skyhop home made a resource: `gc` collects only its own home's, so homes sharing a
+# cloud account never collect each other's clusters.
+HOME_TAG = "skyhop-home"
+
+
 @dataclass
 class ClusterSpec:
     """What the provisioner asks a provider for."""

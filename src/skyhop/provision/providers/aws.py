@@ -38,7 +38,15 @@ from typing import TYPE_CHECKING, Any
 
 from skyhop import config
 from skyhop.errors import UserError
-from skyhop.provision.base import MULTI_NODE, OPEN_PORTS, SPOT, STOP, ClusterSpec, Instance
+from skyhop.provision.base import (
+    HOME_TAG,
+    MULTI_NODE,
+    OPEN_PORTS,
+    SPOT,
+    STOP,
+    ClusterSpec,
+    Instance,
+)
 from skyhop.provision.errors import (
     CapacityError,
     InvalidRequestError,
@@ -259,17 +267,25 @@ class AwsProvider:
             return [{"cluster": tag(i, CLUSTER_TAG), "instance_id": i["InstanceId"],
                      "region": region, "zone_name": i.get("Placement", {}).get("AvailabilityZone"),
                      "state": i["State"]["Name"], "instance_type": i.get("InstanceType"),
-                     "rank": tag(i, RANK_TAG), "launch_time": str(i.get("LaunchTime", ""))}
+                     "rank": tag(i, RANK_TAG), "launch_time": str(i.get("LaunchTime", "")),
+                     "home": tag(i, HOME_TAG)}
                     for i in self._describe(region, filters)]
 
         return self._scan(regions, one)
 
     def orphans(self, known: set[str]) -> dict[str, list[str]]:
-        """{cluster: instance ids} of tagged instances whose cluster skyhop does not know."""
+        """{cluster: instance ids} of tagged instances whose cluster skyhop does not know,
+        made by this skyhop home (another home's clusters on the same account are not ours
+        to collect; instances from before the home tag count as ours)."""
+        from skyhop import paths
+
+        me = paths.home_id()
         regions = list(_settings().get("regions") or []) or self._enabled_regions()
         found: dict[str, list[str]] = {}
         self.scan_errors = []
         for item in self._scan(regions, lambda r: self.all_tagged([r]), self.scan_errors):
+            if item.get("home") not in (None, me):
+                continue
             if item["cluster"] not in known and item["state"] != "shutting-down":
                 found.setdefault(item["cluster"], []).append(item["instance_id"])
                 self._used.setdefault(item["cluster"], set()).add(item["region"])
